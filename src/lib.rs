@@ -2,7 +2,18 @@
 //!
 //! Modules follow a connection's path: [`accept`] → [`startup`] (TLS, startup
 //! message, authentication relay) → [`relay`] (client ⇄ server) → [`inspect`]
-//! (parse, classify) → [`policy`] (decide) → and, later, tenant and audit.
+//! (parse, classify) → [`policy`] (decide). [`protocol`] holds the wire
+//! format, [`config`] the policy.yaml model.
 
+pub mod accept;
+pub mod cancel;
+pub mod cli;
 pub mod config;
+pub mod context;
 pub mod inspect;
+pub mod net;
+pub mod policy;
+pub mod protocol;
+pub mod relay;
+pub mod startup;
+pub mod upstream;

@@ -1,1 +1,17 @@
-fn main() {}
+use clap::Parser;
+use pgward::cli::{Cli, Command};
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Serve(args) => pgward::cli::serve::run(args),
+    };
+    std::process::exit(code);
+}

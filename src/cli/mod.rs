@@ -1,0 +1,36 @@
+//! The command line: `pgward serve`, and tools for SREs.
+
+pub mod serve;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code for a configuration error.
+pub const EXIT_CONFIG: i32 = 2;
+
+#[derive(Debug, Parser)]
+#[command(name = "pgward", version, about = "A security-aware PostgreSQL proxy")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Accept PostgreSQL clients and relay them to the upstream server.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Configuration file.
+    #[arg(long, default_value = "policy.yaml")]
+    pub config: PathBuf,
+    /// Address to listen on (overrides server.listen).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<String>,
+    /// PostgreSQL server to relay to (overrides server.upstream).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub upstream: Option<String>,
+}

@@ -1,0 +1,83 @@
+//! `pgward serve`.
+
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+use super::{EXIT_CONFIG, ServeArgs};
+use crate::config::Config;
+use crate::context::ProxyContext;
+
+/// Runs the proxy until SIGTERM/SIGINT; returns the process exit code.
+pub fn run(args: ServeArgs) -> i32 {
+    let mut config = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("pgward: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    if let Some(listen) = args.listen {
+        config.server.listen = listen;
+    }
+    if let Some(upstream) = args.upstream {
+        config.server.upstream = upstream;
+    }
+    let ctx = match ProxyContext::from_config(&config) {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            eprintln!("pgward: {}: {e}", args.config.display());
+            return EXIT_CONFIG;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pgward: cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match TcpListener::bind(&config.server.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("pgward: cannot listen on {}: {e}", config.server.listen);
+                return 1;
+            }
+        };
+        tracing::info!(
+            listen = %config.server.listen,
+            upstream = %config.server.upstream,
+            tls = ctx.tls.is_some(),
+            "pgward {} ready",
+            env!("CARGO_PKG_VERSION")
+        );
+        let shutdown = CancellationToken::new();
+        let signals = match shutdown_on_signal(shutdown.clone()) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("pgward: cannot install signal handlers: {e}");
+                return 1;
+            }
+        };
+        crate::accept::serve(listener, ctx, shutdown, config.limits.drain_timeout()).await;
+        signals.abort();
+        tracing::info!("pgward stopped");
+        0
+    })
+}
+
+fn shutdown_on_signal(shutdown: CancellationToken) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
+        shutdown.cancel();
+    }))
+}

@@ -1,0 +1,196 @@
+//! Client → server: every message the client sends passes here, statements
+//! are judged by the [`Gate`], and allowed bytes are forwarded unchanged.
+//!
+//! A refused message is not simply dropped: the server must end up in the
+//! same state as if it had refused the statement itself (an explicit
+//! transaction failed, the rest of an extended-protocol batch skipped up to
+//! Sync, the implicit transaction rolled back). So pgward sends a "poison" in
+//! its place: a statement that fails on the server at the same point, naming
+//! a unique marker. The backend half then swaps the server's error for the
+//! refusal (see [`super::shared::PendingRefusal`]).
+
+use bytes::{BufMut, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+use super::gate::{Gate, Verdict};
+use super::shared::{PendingRefusal, SessionShared};
+use crate::protocol::fields::Fields;
+use crate::protocol::frame::{FrameError, FrameReader, Piece, Want, body};
+use crate::protocol::reply::PgError;
+use crate::protocol::tag;
+
+/// Output is written once this much is batched, even if more input is buffered.
+const FLUSH_THRESHOLD: usize = 64 * 1024;
+
+/// How the client side of a session ended.
+#[derive(Debug)]
+pub enum ClientEnd {
+    /// Terminate message or a clean close.
+    Gone,
+    /// The client broke the protocol; it gets this error before the connection closes.
+    Fatal(PgError),
+    Io(std::io::Error),
+}
+
+/// Which client messages pgward must see whole: everything but COPY data,
+/// which is streamed.
+fn frontend_want(tag: u8) -> Want {
+    match tag {
+        tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL => Want::PassThrough,
+        _ => Want::Whole,
+    }
+}
+
+pub struct Frontend<'a> {
+    pub shared: &'a SessionShared,
+    pub gate: &'a mut Gate,
+    /// Random per session, so no client can predict a poison's marker.
+    pub nonce: u64,
+    pub refusals: u64,
+}
+
+impl Frontend<'_> {
+    pub async fn run<R, W>(&mut self, reader: &mut FrameReader<R>, server: &mut W) -> ClientEnd
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let mut out = BytesMut::with_capacity(8 * 1024);
+        loop {
+            let piece = match reader.next(frontend_want).await {
+                Ok(Some(piece)) => piece,
+                Ok(None) => return ClientEnd::Gone,
+                Err(e) => return frame_error_end(e),
+            };
+            let terminate = match piece {
+                Piece::PassThrough(bytes) if out.is_empty() => {
+                    // Streamed COPY data: straight through, no copy.
+                    if let Err(e) = server.write_all(&bytes).await {
+                        return ClientEnd::Io(e);
+                    }
+                    false
+                }
+                Piece::PassThrough(bytes) => {
+                    out.extend_from_slice(&bytes);
+                    false
+                }
+                Piece::Frame { tag, bytes } => self.on_frame(tag, &bytes, &mut out),
+            };
+            if terminate || !reader.has_buffered() || out.len() >= FLUSH_THRESHOLD {
+                if let Err(e) = server.write_all(&out).await {
+                    return ClientEnd::Io(e);
+                }
+                out.clear();
+            }
+            if terminate {
+                return ClientEnd::Gone;
+            }
+        }
+    }
+
+    /// Handles one whole client message; returns true for Terminate.
+    fn on_frame(&mut self, t: u8, frame: &[u8], out: &mut BytesMut) -> bool {
+        match t {
+            tag::QUERY => {
+                self.shared.expect_ready();
+                let sql = Fields::new(body(frame)).cstr();
+                match self.gate.on_query(sql) {
+                    Verdict::Forward => out.extend_from_slice(frame),
+                    Verdict::Refuse(err) => {
+                        let marker = self.refusal(&err, self.shared.next_ready_seq() - 1);
+                        encode_poison_query(&marker, out);
+                    }
+                }
+            }
+            tag::PARSE => {
+                let mut f = Fields::new(body(frame));
+                let name = f.cstr();
+                let sql = f.cstr();
+                match self.gate.on_parse(name, sql) {
+                    Verdict::Forward => out.extend_from_slice(frame),
+                    Verdict::Refuse(err) => {
+                        let marker = self.refusal(&err, self.shared.next_ready_seq());
+                        encode_poison_parse(name.unwrap_or(""), &marker, out);
+                    }
+                }
+            }
+            tag::FUNCTION_CALL => {
+                self.shared.expect_ready();
+                match self.gate.on_function_call() {
+                    Verdict::Forward => out.extend_from_slice(frame),
+                    Verdict::Refuse(err) => {
+                        // A FunctionCall is answered like a Query (result or
+                        // error, then ReadyForQuery), so a Query poison fits.
+                        let marker = self.refusal(&err, self.shared.next_ready_seq() - 1);
+                        encode_poison_query(&marker, out);
+                    }
+                }
+            }
+            tag::SYNC => {
+                self.shared.expect_ready();
+                out.extend_from_slice(frame);
+            }
+            tag::TERMINATE => {
+                out.extend_from_slice(frame);
+                return true;
+            }
+            _ => out.extend_from_slice(frame),
+        }
+        false
+    }
+
+    /// Registers a refusal and returns the marker its poison must carry.
+    fn refusal(&mut self, err: &PgError, ready_seq: u64) -> String {
+        self.refusals += 1;
+        let marker = format!("pgward-refusal-{:016x}-{}", self.nonce, self.refusals);
+        self.shared.push_refusal(PendingRefusal {
+            marker: marker.clone(),
+            error: err.to_bytes(),
+            ready_seq,
+        });
+        marker
+    }
+}
+
+fn frame_error_end(e: FrameError) -> ClientEnd {
+    match e {
+        FrameError::Io(e) => ClientEnd::Io(e),
+        FrameError::UnexpectedEof => ClientEnd::Gone,
+        FrameError::TooLarge { tag, len, max } => ClientEnd::Fatal(PgError::fatal(
+            "54000",
+            format!(
+                "message of type {tag:?} is {len} bytes, over pgward's limit of {max} (limits.max_message_bytes)"
+            ),
+        )),
+        e @ FrameError::BadLength { .. } => ClientEnd::Fatal(PgError::fatal(
+            "08P01",
+            format!("invalid frontend message: {e}"),
+        )),
+    }
+}
+
+/// A statement that fails on the server with an error naming `marker`:
+/// relation lookup happens at parse analysis, so it fails at Parse time in the
+/// extended protocol too, and nobody can create objects in pg_catalog.
+fn poison_sql(marker: &str) -> String {
+    format!("SELECT FROM pg_catalog.\"{marker}\"")
+}
+
+fn encode_poison_query(marker: &str, out: &mut BytesMut) {
+    let sql = poison_sql(marker);
+    out.put_u8(tag::QUERY);
+    out.put_i32((4 + sql.len() + 1) as i32);
+    out.put_slice(sql.as_bytes());
+    out.put_u8(0);
+}
+
+fn encode_poison_parse(name: &str, marker: &str, out: &mut BytesMut) {
+    let sql = poison_sql(marker);
+    out.put_u8(tag::PARSE);
+    out.put_i32((4 + name.len() + 1 + sql.len() + 1 + 2) as i32);
+    out.put_slice(name.as_bytes());
+    out.put_u8(0);
+    out.put_slice(sql.as_bytes());
+    out.put_u8(0);
+    out.put_i16(0);
+}

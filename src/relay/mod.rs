@@ -1,0 +1,101 @@
+//! The session relay: client ⇄ server for the life of one authenticated session.
+//!
+//! Both directions run concurrently inside the session's task, each with its
+//! own buffer, so neither can block the other: a server streaming a large
+//! result never stops pgward from reading the client, and vice versa (a
+//! single loop that alternates would deadlock on pipelined clients).
+
+pub mod backend;
+pub mod frontend;
+pub mod gate;
+pub mod shared;
+
+use std::sync::Arc;
+
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::context::ProxyContext;
+use crate::protocol::reply::PgError;
+use crate::startup::{Established, send_cancel};
+use backend::ServerEnd;
+use frontend::{ClientEnd, Frontend};
+use gate::Gate;
+use shared::SessionShared;
+
+/// Relays an established session until either side ends or pgward shuts down.
+pub async fn run(session: Established, ctx: Arc<ProxyContext>, close: CancellationToken) {
+    let Established {
+        mut client_reader,
+        mut client_writer,
+        mut server_reader,
+        mut server_writer,
+        backend_key,
+        cancel_key: _cancel_key,
+        ..
+    } = session;
+    let shared = SessionShared::default();
+    let mut gate = Gate::default();
+    let mut frontend = Frontend {
+        shared: &shared,
+        gate: &mut gate,
+        nonce: rand::random(),
+        refusals: 0,
+    };
+
+    enum End {
+        Client(ClientEnd),
+        Server(ServerEnd),
+        Shutdown,
+    }
+    let end = tokio::select! {
+        e = frontend.run(&mut client_reader, &mut server_writer) => End::Client(e),
+        e = backend::run(&shared, &mut server_reader, &mut client_writer) => End::Server(e),
+        _ = close.cancelled() => End::Shutdown,
+    };
+
+    let farewell = match end {
+        End::Client(ClientEnd::Gone) => {
+            tracing::debug!("client closed the session");
+            None
+        }
+        End::Client(ClientEnd::Fatal(err)) => {
+            tracing::warn!("closing session: {}", err.message);
+            Some(err)
+        }
+        End::Client(ClientEnd::Io(e)) => {
+            tracing::info!("client connection lost: {e}");
+            None
+        }
+        End::Server(ServerEnd::ClosedAfterFatal) => None,
+        End::Server(ServerEnd::Vanished) | End::Server(ServerEnd::Io(_)) => {
+            tracing::warn!("PostgreSQL closed the connection unexpectedly");
+            Some(PgError::fatal(
+                "08006",
+                "pgward: the PostgreSQL server closed the connection unexpectedly",
+            ))
+        }
+        End::Server(ServerEnd::ClientIo(e)) => {
+            tracing::info!("client connection lost: {e}");
+            None
+        }
+        End::Shutdown => Some(PgError::fatal(
+            "57P01",
+            "terminating connection because pgward is shutting down",
+        )),
+    };
+    if let Some(err) = farewell {
+        let _ = client_writer.write_all(&err.to_bytes()).await;
+    }
+    let _ = client_writer.shutdown().await;
+
+    // A query still running for a client that is gone would hold its locks and
+    // its backend until it next writes: cancel it.
+    if shared.busy()
+        && let Some(key) = backend_key
+    {
+        send_cancel(&ctx, key).await;
+    }
+    let _ = server_writer.write_all(b"X\0\0\0\x04").await;
+    let _ = server_writer.shutdown().await;
+}

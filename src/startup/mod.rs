@@ -1,0 +1,198 @@
+//! From a freshly accepted socket to an authenticated session: TLS
+//! negotiation, the startup message, cancel requests, and the authentication
+//! exchange relayed between client and PostgreSQL.
+
+pub mod auth;
+pub mod tls;
+
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+
+use crate::cancel::{BackendKey, CancelKeyGuard};
+use crate::context::ProxyContext;
+use crate::net::Stream;
+use crate::protocol::frame::FrameReader;
+use crate::protocol::reply::PgError;
+use crate::protocol::startup::{
+    InitialPacket, StartupError, StartupMessage, encode_cancel, read_initial_packet,
+};
+
+/// Largest message accepted during authentication (SASL messages are small).
+const MAX_AUTH_MESSAGE: usize = 64 * 1024;
+
+/// Both ends of an authenticated session, ready for the relay.
+pub struct Established {
+    pub client_reader: FrameReader<ReadHalf<Stream>>,
+    pub client_writer: WriteHalf<Stream>,
+    pub server_reader: FrameReader<ReadHalf<Stream>>,
+    pub server_writer: WriteHalf<Stream>,
+    pub startup: StartupMessage,
+    /// The server's own cancel key (used to cancel on client disconnect).
+    pub backend_key: Option<BackendKey>,
+    /// Keeps pgward's client-facing cancel key registered for the session's life.
+    pub cancel_key: Option<CancelKeyGuard>,
+    pub client_tls: Option<&'static str>,
+}
+
+/// Why a connection ended before becoming a session. Each variant has already
+/// been reported to the client where the protocol allows it.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupFailure {
+    #[error("invalid startup packet: {0}")]
+    BadPacket(#[from] StartupError),
+    #[error("unsupported frontend protocol {0}.{1}")]
+    UnsupportedProtocol(u16, u16),
+    #[error("TLS handshake failed: {0}")]
+    TlsHandshake(std::io::Error),
+    #[error("{0}")]
+    Upstream(#[from] crate::upstream::UpstreamError),
+    #[error("authentication: {0}")]
+    Auth(#[from] auth::AuthError),
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What a new connection turned out to be.
+pub enum Opened {
+    Session(Box<Established>),
+    /// A CancelRequest, already forwarded (or ignored if its key is unknown).
+    Cancel,
+}
+
+/// Runs the opening of one client connection.
+pub async fn open(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    ctx: &ProxyContext,
+) -> Result<Opened, StartupFailure> {
+    let _ = tcp.set_nodelay(true);
+    let mut client = Stream::Plain(tcp);
+    let startup = loop {
+        let packet = match read_initial_packet(&mut client).await {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = send_fatal(
+                    &mut client,
+                    &PgError::fatal("08P01", "invalid startup packet"),
+                )
+                .await;
+                return Err(e.into());
+            }
+        };
+        match packet {
+            InitialPacket::SslRequest if !client.is_tls() => {
+                client = negotiate_tls(client, ctx).await?;
+            }
+            InitialPacket::GssEncRequest if !client.is_tls() => {
+                client.write_all(b"N").await?;
+            }
+            InitialPacket::SslRequest | InitialPacket::GssEncRequest => {
+                let err = PgError::fatal("08P01", "encryption requested twice");
+                send_fatal(&mut client, &err).await?;
+                return Err(StartupError::Malformed("encryption requested twice").into());
+            }
+            InitialPacket::Cancel { pid, secret } => {
+                forward_cancel(ctx, pid, secret, peer).await;
+                return Ok(Opened::Cancel);
+            }
+            InitialPacket::UnsupportedVersion { major, minor } => {
+                let err = PgError::fatal(
+                    "0A000",
+                    format!("unsupported frontend protocol {major}.{minor}: pgward supports 3.0"),
+                );
+                send_fatal(&mut client, &err).await?;
+                return Err(StartupFailure::UnsupportedProtocol(major, minor));
+            }
+            InitialPacket::Startup(msg) => break msg,
+        }
+    };
+
+    let client_tls = client.tls_version();
+    let mut server = match ctx.upstream.connect().await {
+        Ok(s) => s,
+        Err(e) => {
+            let err = PgError::fatal("08006", format!("pgward: {e}"));
+            let _ = send_fatal(&mut client, &err).await;
+            return Err(e.into());
+        }
+    };
+    let mut startup_bytes = bytes::BytesMut::new();
+    startup.encode(&mut startup_bytes);
+    server.write_all(&startup_bytes).await?;
+
+    let (client_read, mut client_writer) = tokio::io::split(client);
+    let (server_read, mut server_writer) = tokio::io::split(server);
+    let mut client_reader = FrameReader::new(client_read, MAX_AUTH_MESSAGE);
+    let mut server_reader = FrameReader::new(server_read, MAX_AUTH_MESSAGE);
+
+    let keys = auth::relay(
+        &mut client_reader,
+        &mut client_writer,
+        &mut server_reader,
+        &mut server_writer,
+        ctx,
+    )
+    .await?;
+
+    client_reader.set_max_whole(ctx.limits.max_message_bytes);
+    // The server's messages are trusted; pgward only needs small ones whole.
+    server_reader.set_max_whole(usize::MAX);
+    Ok(Opened::Session(Box::new(Established {
+        client_reader,
+        client_writer,
+        server_reader,
+        server_writer,
+        startup,
+        backend_key: keys.backend,
+        cancel_key: keys.issued,
+        client_tls,
+    })))
+}
+
+async fn negotiate_tls(mut client: Stream, ctx: &ProxyContext) -> Result<Stream, StartupFailure> {
+    let Some(acceptor) = &ctx.tls else {
+        client.write_all(b"N").await?;
+        return Ok(client);
+    };
+    let Stream::Plain(tcp) = client else {
+        unreachable!("TLS is negotiated only on a plain connection");
+    };
+    let mut tcp = tcp;
+    tcp.write_all(b"S").await?;
+    let tls = acceptor
+        .accept(tcp)
+        .await
+        .map_err(StartupFailure::TlsHandshake)?;
+    Ok(Stream::Tls(Box::new(tls.into())))
+}
+
+async fn send_fatal(client: &mut Stream, err: &PgError) -> std::io::Result<()> {
+    client.write_all(&err.to_bytes()).await?;
+    client.flush().await
+}
+
+/// Forwards a cancel with the server's real key. Unknown keys are ignored
+/// silently, as PostgreSQL does, so a client learns nothing by guessing.
+async fn forward_cancel(ctx: &ProxyContext, pid: i32, secret: i32, peer: SocketAddr) {
+    let Some(backend) = ctx.cancels.lookup(pid, secret) else {
+        tracing::info!(%peer, "cancel request with an unknown key ignored");
+        return;
+    };
+    send_cancel(ctx, backend).await;
+}
+
+/// Sends a CancelRequest for `backend` on a new upstream connection.
+pub async fn send_cancel(ctx: &ProxyContext, backend: BackendKey) {
+    match ctx.upstream.connect().await {
+        Ok(mut server) => {
+            let packet = encode_cancel(backend.pid, backend.secret);
+            if let Err(e) = server.write_all(&packet).await {
+                tracing::warn!("cancel request not delivered: {e}");
+            }
+            let _ = server.shutdown().await;
+        }
+        Err(e) => tracing::warn!("cancel request not delivered: {e}"),
+    }
+}
