@@ -3,11 +3,15 @@
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+
 use rustls::pki_types::ServerName;
 use tokio_rustls::TlsAcceptor;
 
 use crate::cancel::CancelRegistry;
 use crate::config::{Config, Limits};
+use crate::inspect::cache::InspectCache;
+use crate::policy::Policy;
 use crate::startup::tls::{self, TlsSetupError};
 use crate::upstream::{Upstream, UpstreamTlsSetup};
 
@@ -16,7 +20,13 @@ pub struct ProxyContext {
     pub tls: Option<TlsAcceptor>,
     pub upstream: Upstream,
     pub cancels: CancelRegistry,
+    /// The policy in force; replaced whole on reload, read lock-free per statement.
+    pub policy: ArcSwap<Policy>,
+    pub inspections: InspectCache,
 }
+
+/// Distinct statement texts whose inspection is kept.
+const INSPECT_CACHE_ENTRIES: usize = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContextError {
@@ -62,6 +72,8 @@ impl ProxyContext {
                 connect_timeout: config.limits.upstream_connect_timeout(),
             },
             cancels: CancelRegistry::default(),
+            policy: ArcSwap::from_pointee(Policy::from_config(config)),
+            inspections: InspectCache::new(INSPECT_CACHE_ENTRIES),
         }))
     }
 }

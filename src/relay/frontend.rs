@@ -94,7 +94,7 @@ impl Frontend<'_> {
             tag::QUERY => {
                 self.shared.expect_ready();
                 let sql = Fields::new(body(frame)).cstr();
-                match self.gate.on_query(sql) {
+                match self.gate.on_query(sql, self.shared) {
                     Verdict::Forward => out.extend_from_slice(frame),
                     Verdict::Refuse(err) => {
                         let marker = self.refusal(&err, self.shared.next_ready_seq() - 1);
@@ -106,7 +106,7 @@ impl Frontend<'_> {
                 let mut f = Fields::new(body(frame));
                 let name = f.cstr();
                 let sql = f.cstr();
-                match self.gate.on_parse(name, sql) {
+                match self.gate.on_parse(name, sql, self.shared) {
                     Verdict::Forward => out.extend_from_slice(frame),
                     Verdict::Refuse(err) => {
                         let marker = self.refusal(&err, self.shared.next_ready_seq());

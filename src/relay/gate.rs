@@ -1,7 +1,21 @@
 //! The per-session checkpoint where statements are judged before they reach
-//! the server.
+//! the server: inspection (cached) → policy decision → session bookkeeping
+//! (search_path, SQL-level prepared statements).
 
-use crate::protocol::reply::PgError;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::search_path::{Certainty, PathTracker};
+use super::shared::SessionShared;
+use crate::context::ProxyContext;
+use crate::inspect::{Opaque, StatementInfo};
+use crate::policy::{ClassId, Decision, Policy, SearchPath, Verdict as PolicyVerdict};
+use crate::protocol::TxnStatus;
+use crate::protocol::reply::{PgError, Severity};
+
+/// SQLSTATE insufficient_privilege: what PostgreSQL itself answers when a
+/// privilege check fails, so clients handle pgward's refusals the same way.
+pub const REFUSED: &str = "42501";
 
 /// What happens to one client message.
 #[derive(Debug)]
@@ -10,20 +24,221 @@ pub enum Verdict {
     Refuse(PgError),
 }
 
-/// Judges a session's statements. (Relay-only for now: forwards everything.)
-#[derive(Debug, Default)]
-pub struct Gate {}
+/// A statement created with SQL `PREPARE`, judged again at each `EXECUTE`
+/// with the search_path it was prepared under (PostgreSQL resolves its names
+/// then, not at EXECUTE).
+#[derive(Debug)]
+struct SqlPrepared {
+    info: StatementInfo,
+    path: SearchPath,
+}
+
+/// Judges one session's statements.
+pub struct Gate {
+    ctx: Arc<ProxyContext>,
+    identity: String,
+    path: PathTracker,
+    sql_prepared: HashMap<String, Arc<SqlPrepared>>,
+}
 
 impl Gate {
-    pub fn on_query(&mut self, _sql: Option<&str>) -> Verdict {
-        Verdict::Forward
+    pub fn new(ctx: Arc<ProxyContext>, identity: String, initial_path: SearchPath) -> Self {
+        Gate {
+            ctx,
+            identity,
+            path: PathTracker::new(initial_path),
+            sql_prepared: HashMap::new(),
+        }
     }
 
-    pub fn on_parse(&mut self, _name: Option<&str>, _sql: Option<&str>) -> Verdict {
-        Verdict::Forward
+    /// A simple Query: every statement in it is judged before any is sent;
+    /// one refusal refuses the whole message.
+    pub fn on_query(&mut self, sql: Option<&str>, shared: &SessionShared) -> Verdict {
+        self.judge_text(sql, Certainty::Alone, shared)
     }
 
+    /// A Parse message. The decision is made here, once: Bind and Execute
+    /// only run what Parse created, and a refused Parse creates nothing.
+    pub fn on_parse(
+        &mut self,
+        _name: Option<&str>,
+        sql: Option<&str>,
+        shared: &SessionShared,
+    ) -> Verdict {
+        // Extended-protocol statements run later, in a batch that can fail.
+        self.judge_text(sql, Certainty::Batched, shared)
+    }
+
+    /// FunctionCall carries a function OID and no SQL: nothing to inspect.
     pub fn on_function_call(&mut self) -> Verdict {
+        let policy = self.ctx.policy.load();
+        let class = policy.class_for_user(&self.identity);
+        if !policy.is_restricted(class) {
+            return Verdict::Forward;
+        }
+        self.refuse(PgError::new(
+            Severity::Error,
+            REFUSED,
+            format!(
+                "pgward: the FunctionCall protocol message is refused for {} (class {}): it carries no SQL to inspect",
+                self.identity,
+                policy.class_name(class)
+            ),
+        )
+        .with_hint("call the function with SELECT instead"))
+    }
+
+    fn judge_text(
+        &mut self,
+        sql: Option<&str>,
+        certainty: Certainty,
+        shared: &SessionShared,
+    ) -> Verdict {
+        let policy = self.ctx.policy.load();
+        let class = policy.class_for_user(&self.identity);
+        let restricted = policy.is_restricted(class);
+        let Some(sql) = sql else {
+            if !restricted {
+                return Verdict::Forward;
+            }
+            return self.refuse(self.opaque_error(
+                &policy,
+                class,
+                "a statement that is not valid UTF-8",
+            ));
+        };
+        let inspection = self.ctx.inspections.get(sql);
+        let statements = match inspection.as_ref() {
+            Ok(statements) => statements,
+            // PostgreSQL will report the syntax error itself; from a
+            // restricted identity, what pgward cannot parse does not pass.
+            Err(_) if !restricted => return Verdict::Forward,
+            Err(e) => {
+                return self.refuse(self.opaque_error(
+                    &policy,
+                    class,
+                    &format!("a statement pgward cannot parse ({e})"),
+                ));
+            }
+        };
+        let certainty = if statements.len() > 1 {
+            Certainty::Batched
+        } else {
+            certainty
+        };
+        let stateful = statements.iter().any(|s| {
+            PathTracker::affected_by(s) || s.prepares.is_some() || s.deallocates.is_some()
+        });
+        if !stateful {
+            // The common case: judge against the current state, change nothing.
+            for stmt in statements {
+                if let Some(err) = self.judge(&policy, class, stmt, self.path.current()) {
+                    return self.refuse(err);
+                }
+            }
+            return Verdict::Forward;
+        }
+        // Statements can change the path for the ones after them: judge them
+        // in order on a copy, and keep the copy only if all pass.
+        let mut path = self.path.clone();
+        let mut prepared = Vec::new();
+        let mut deallocated = Vec::new();
+        for stmt in statements {
+            if let Some(err) = self.judge(&policy, class, stmt, path.current()) {
+                return self.refuse(err);
+            }
+            let clean_commit = !shared.busy() && shared.txn_status() == TxnStatus::InBlock;
+            path.apply(stmt, certainty, clean_commit);
+            if let Some((name, inner)) = &stmt.prepares {
+                prepared.push((
+                    name.clone(),
+                    Arc::new(SqlPrepared {
+                        info: (**inner).clone(),
+                        path: path.current().clone(),
+                    }),
+                ));
+            }
+            if let Some(name) = &stmt.deallocates {
+                deallocated.push(name.clone());
+            }
+        }
+        self.path = path;
+        for name in deallocated {
+            match name {
+                Some(name) => self.sql_prepared.remove(&name),
+                None => {
+                    self.sql_prepared.clear();
+                    None
+                }
+            };
+        }
+        self.sql_prepared.extend(prepared);
         Verdict::Forward
+    }
+
+    /// Judges one statement; `Some(error)` when it must be refused.
+    fn judge(
+        &self,
+        policy: &Policy,
+        class: ClassId,
+        stmt: &StatementInfo,
+        path: &SearchPath,
+    ) -> Option<PgError> {
+        let decision = match executed_statement(stmt) {
+            Some(name) => match self.sql_prepared.get(name) {
+                Some(p) => policy.decide(class, &self.identity, &p.info, &p.path),
+                None if policy.is_restricted(class) => {
+                    return Some(self.opaque_error(policy, class, &format!("EXECUTE of prepared statement {name:?}, which pgward did not see prepared")));
+                }
+                None => return None,
+            },
+            None => policy.decide(class, &self.identity, stmt, path),
+        };
+        match decision.verdict {
+            PolicyVerdict::Allow => None,
+            PolicyVerdict::MonitorWouldDeny => {
+                tracing::warn!(
+                    rule = decision.rule.as_deref().unwrap_or(""),
+                    "monitor mode, would refuse: {}",
+                    decision.reason
+                );
+                None
+            }
+            PolicyVerdict::Deny => Some(refusal_error(&decision)),
+        }
+    }
+
+    fn opaque_error(&self, policy: &Policy, class: ClassId, what: &str) -> PgError {
+        PgError::new(
+            Severity::Error,
+            REFUSED,
+            format!(
+                "pgward: {what} is refused for {} (class {}) by rule {}",
+                self.identity,
+                policy.class_name(class),
+                crate::policy::OPAQUE_RULE
+            ),
+        )
+    }
+
+    fn refuse(&self, err: PgError) -> Verdict {
+        tracing::warn!(identity = %self.identity, "refused: {}", err.message);
+        Verdict::Refuse(err)
+    }
+}
+
+/// The name of the SQL-level prepared statement an `EXECUTE` runs.
+fn executed_statement(stmt: &StatementInfo) -> Option<&str> {
+    stmt.opaque.iter().find_map(|o| match o {
+        Opaque::ExecutePrepared(name) => Some(name.as_str()),
+        _ => None,
+    })
+}
+
+fn refusal_error(decision: &Decision) -> PgError {
+    let err = PgError::new(Severity::Error, REFUSED, decision.reason.clone());
+    match &decision.hint {
+        Some(hint) => err.with_hint(hint.clone()),
+        None => err,
     }
 }

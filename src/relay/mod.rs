@@ -8,6 +8,7 @@
 pub mod backend;
 pub mod frontend;
 pub mod gate;
+pub mod search_path;
 pub mod shared;
 
 use std::sync::Arc;
@@ -32,10 +33,15 @@ pub async fn run(session: Established, ctx: Arc<ProxyContext>, close: Cancellati
         mut server_writer,
         backend_key,
         cancel_key: _cancel_key,
+        startup,
         ..
     } = session;
     let shared = SessionShared::default();
-    let mut gate = Gate::default();
+    let mut gate = Gate::new(
+        ctx.clone(),
+        startup.user().to_string(),
+        search_path::initial_path(startup.get("options")),
+    );
     let mut frontend = Frontend {
         shared: &shared,
         gate: &mut gate,
