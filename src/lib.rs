@@ -15,5 +15,6 @@ pub mod net;
 pub mod policy;
 pub mod protocol;
 pub mod relay;
+pub mod reload;
 pub mod startup;
 pub mod upstream;

@@ -12,6 +12,7 @@ fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Serve(args) => pgward::cli::serve::run(args),
+        Command::Check(args) => pgward::cli::check::run(args),
     };
     std::process::exit(code);
 }

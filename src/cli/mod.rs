@@ -1,5 +1,6 @@
 //! The command line: `pgward serve`, and tools for SREs.
 
+pub mod check;
 pub mod serve;
 
 use std::path::PathBuf;
@@ -20,6 +21,8 @@ pub struct Cli {
 pub enum Command {
     /// Accept PostgreSQL clients and relay them to the upstream server.
     Serve(ServeArgs),
+    /// Show what pgward would decide for SQL run by an identity (exit 0 allowed, 3 denied, 2 error).
+    Check(check::CheckArgs),
 }
 
 #[derive(Debug, clap::Args)]

@@ -63,7 +63,13 @@ pub fn run(args: ServeArgs) -> i32 {
                 return 1;
             }
         };
+        let reloader = tokio::spawn(crate::reload::watch(
+            args.config.clone(),
+            ctx.clone(),
+            shutdown.clone(),
+        ));
         crate::accept::serve(listener, ctx, shutdown, config.limits.drain_timeout()).await;
+        reloader.abort();
         signals.abort();
         tracing::info!("pgward stopped");
         0

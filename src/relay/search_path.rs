@@ -244,10 +244,8 @@ pub fn startup_setting(options: &str, name: &str) -> Option<String> {
     while let Some(word) = iter.next() {
         let setting = if word == "-c" {
             iter.next().map(String::as_str)
-        } else if let Some(rest) = word.strip_prefix("--").or_else(|| word.strip_prefix("-c")) {
-            Some(rest)
         } else {
-            None
+            word.strip_prefix("--").or_else(|| word.strip_prefix("-c"))
         };
         if let Some((key, value)) = setting.and_then(|s| s.split_once('='))
             && key.replace('-', "_").eq_ignore_ascii_case(name)
