@@ -18,7 +18,11 @@ fn node<'a>(n: &'a Node, out: &mut Vec<NodeRef<'a>>) {
 #[allow(clippy::too_many_lines)]
 pub(super) fn children<'a>(n: NodeRef<'a>, out: &mut Vec<NodeRef<'a>>) {
     match n {
-        NodeRef::Alias(_) => {}
+        NodeRef::Alias(x) => {
+            for c in &x.colnames {
+                node(c, out);
+            }
+        }
         NodeRef::RangeVar(x) => {
             if let Some(c) = x.alias.as_ref() {
                 out.push(NodeRef::Alias(c));
@@ -136,6 +140,9 @@ pub(super) fn children<'a>(n: NodeRef<'a>, out: &mut Vec<NodeRef<'a>>) {
             if let Some(c) = x.refexpr.as_ref() {
                 node(c, out);
             }
+            if let Some(c) = x.refassgnexpr.as_ref() {
+                node(c, out);
+            }
         }
         NodeRef::FuncExpr(x) => {
             if let Some(c) = x.xpr.as_ref() {
@@ -229,6 +236,9 @@ pub(super) fn children<'a>(n: NodeRef<'a>, out: &mut Vec<NodeRef<'a>>) {
         }
         NodeRef::AlternativeSubPlan(x) => {
             if let Some(c) = x.xpr.as_ref() {
+                node(c, out);
+            }
+            for c in &x.subplans {
                 node(c, out);
             }
         }
@@ -362,6 +372,9 @@ pub(super) fn children<'a>(n: NodeRef<'a>, out: &mut Vec<NodeRef<'a>>) {
             for c in &x.largs {
                 node(c, out);
             }
+            for c in &x.rargs {
+                node(c, out);
+            }
         }
         NodeRef::CoalesceExpr(x) => {
             if let Some(c) = x.xpr.as_ref() {
@@ -483,6 +496,9 @@ pub(super) fn children<'a>(n: NodeRef<'a>, out: &mut Vec<NodeRef<'a>>) {
             for c in &x.fromlist {
                 node(c, out);
             }
+            if let Some(c) = x.quals.as_ref() {
+                node(c, out);
+            }
         }
         NodeRef::OnConflictExpr(x) => {
             for c in &x.arbiter_elems {
@@ -495,6 +511,9 @@ pub(super) fn children<'a>(n: NodeRef<'a>, out: &mut Vec<NodeRef<'a>>) {
                 node(c, out);
             }
             if let Some(c) = x.on_conflict_where.as_ref() {
+                node(c, out);
+            }
+            for c in &x.excl_rel_tlist {
                 node(c, out);
             }
         }
@@ -541,6 +560,9 @@ pub(super) fn children<'a>(n: NodeRef<'a>, out: &mut Vec<NodeRef<'a>>) {
             }
             for c in &x.target_list {
                 node(c, out);
+            }
+            if let Some(c) = x.on_conflict.as_ref() {
+                out.push(NodeRef::OnConflictExpr(c));
             }
             for c in &x.returning_list {
                 node(c, out);
@@ -615,6 +637,9 @@ pub(super) fn children<'a>(n: NodeRef<'a>, out: &mut Vec<NodeRef<'a>>) {
             if let Some(c) = x.returning_clause.as_ref() {
                 out.push(NodeRef::ReturningClause(c));
             }
+            if let Some(c) = x.with_clause.as_ref() {
+                out.push(NodeRef::WithClause(c));
+            }
         }
         NodeRef::UpdateStmt(x) => {
             if let Some(c) = x.relation.as_ref() {
@@ -631,6 +656,9 @@ pub(super) fn children<'a>(n: NodeRef<'a>, out: &mut Vec<NodeRef<'a>>) {
             }
             if let Some(c) = x.returning_clause.as_ref() {
                 out.push(NodeRef::ReturningClause(c));
+            }
+            if let Some(c) = x.with_clause.as_ref() {
+                out.push(NodeRef::WithClause(c));
             }
         }
         NodeRef::SelectStmt(x) => {
@@ -679,6 +707,9 @@ pub(super) fn children<'a>(n: NodeRef<'a>, out: &mut Vec<NodeRef<'a>>) {
             if let Some(c) = x.larg.as_ref() {
                 out.push(NodeRef::SelectStmt(c));
             }
+            if let Some(c) = x.rarg.as_ref() {
+                out.push(NodeRef::SelectStmt(c));
+            }
         }
         NodeRef::AlterTableStmt(x) => {
             if let Some(c) = x.relation.as_ref() {
@@ -720,6 +751,9 @@ pub(super) fn children<'a>(n: NodeRef<'a>, out: &mut Vec<NodeRef<'a>>) {
             for c in &x.col_collations {
                 node(c, out);
             }
+            for c in &x.group_clauses {
+                node(c, out);
+            }
         }
         NodeRef::GrantStmt(x) => {
             for c in &x.objects {
@@ -753,11 +787,17 @@ pub(super) fn children<'a>(n: NodeRef<'a>, out: &mut Vec<NodeRef<'a>>) {
             for c in &x.options {
                 node(c, out);
             }
+            if let Some(c) = x.action.as_ref() {
+                out.push(NodeRef::GrantStmt(c));
+            }
         }
         NodeRef::ClosePortalStmt(_) => {}
         NodeRef::ClusterStmt(x) => {
             if let Some(c) = x.relation.as_ref() {
                 out.push(NodeRef::RangeVar(c));
+            }
+            for c in &x.params {
+                node(c, out);
             }
         }
         NodeRef::CopyStmt(x) => {
@@ -771,6 +811,9 @@ pub(super) fn children<'a>(n: NodeRef<'a>, out: &mut Vec<NodeRef<'a>>) {
                 node(c, out);
             }
             for c in &x.options {
+                node(c, out);
+            }
+            if let Some(c) = x.where_clause.as_ref() {
                 node(c, out);
             }
         }
@@ -863,13 +906,23 @@ pub(super) fn children<'a>(n: NodeRef<'a>, out: &mut Vec<NodeRef<'a>>) {
             for c in &x.options {
                 node(c, out);
             }
+            if let Some(c) = x.sql_body.as_ref() {
+                node(c, out);
+            }
         }
         NodeRef::AlterFunctionStmt(x) => {
             if let Some(c) = x.func.as_ref() {
                 out.push(NodeRef::ObjectWithArgs(c));
             }
+            for c in &x.actions {
+                node(c, out);
+            }
         }
-        NodeRef::DoStmt(_) => {}
+        NodeRef::DoStmt(x) => {
+            for c in &x.args {
+                node(c, out);
+            }
+        }
         NodeRef::RenameStmt(x) => {
             if let Some(c) = x.relation.as_ref() {
                 out.push(NodeRef::RangeVar(c));
@@ -922,9 +975,20 @@ pub(super) fn children<'a>(n: NodeRef<'a>, out: &mut Vec<NodeRef<'a>>) {
             if let Some(c) = x.coll_clause.as_ref() {
                 out.push(NodeRef::CollateClause(c));
             }
+            for c in &x.constraints {
+                node(c, out);
+            }
         }
-        NodeRef::CreatedbStmt(_) => {}
-        NodeRef::DropdbStmt(_) => {}
+        NodeRef::CreatedbStmt(x) => {
+            for c in &x.options {
+                node(c, out);
+            }
+        }
+        NodeRef::DropdbStmt(x) => {
+            for c in &x.options {
+                node(c, out);
+            }
+        }
         NodeRef::VacuumStmt(x) => {
             for c in &x.options {
                 node(c, out);
@@ -935,6 +999,9 @@ pub(super) fn children<'a>(n: NodeRef<'a>, out: &mut Vec<NodeRef<'a>>) {
         }
         NodeRef::ExplainStmt(x) => {
             if let Some(c) = x.query.as_ref() {
+                node(c, out);
+            }
+            for c in &x.options {
                 node(c, out);
             }
         }
@@ -988,6 +1055,9 @@ pub(super) fn children<'a>(n: NodeRef<'a>, out: &mut Vec<NodeRef<'a>>) {
             for c in &x.transition_rels {
                 node(c, out);
             }
+            if let Some(c) = x.constrrel.as_ref() {
+                out.push(NodeRef::RangeVar(c));
+            }
         }
         NodeRef::CreatePlangStmt(x) => {
             for c in &x.plhandler {
@@ -1000,7 +1070,11 @@ pub(super) fn children<'a>(n: NodeRef<'a>, out: &mut Vec<NodeRef<'a>>) {
                 node(c, out);
             }
         }
-        NodeRef::CreateRoleStmt(_) => {}
+        NodeRef::CreateRoleStmt(x) => {
+            for c in &x.options {
+                node(c, out);
+            }
+        }
         NodeRef::AlterRoleStmt(x) => {
             if let Some(c) = x.role.as_ref() {
                 out.push(NodeRef::RoleSpec(c));
@@ -1028,6 +1102,9 @@ pub(super) fn children<'a>(n: NodeRef<'a>, out: &mut Vec<NodeRef<'a>>) {
             if let Some(c) = x.relation.as_ref() {
                 out.push(NodeRef::RangeVar(c));
             }
+            for c in &x.params {
+                node(c, out);
+            }
         }
         NodeRef::CheckPointStmt(_) => {}
         NodeRef::CreateSchemaStmt(x) => {
@@ -1038,11 +1115,22 @@ pub(super) fn children<'a>(n: NodeRef<'a>, out: &mut Vec<NodeRef<'a>>) {
                 node(c, out);
             }
         }
-        NodeRef::AlterDatabaseStmt(_) => {}
-        NodeRef::AlterDatabaseSetStmt(_) => {}
+        NodeRef::AlterDatabaseStmt(x) => {
+            for c in &x.options {
+                node(c, out);
+            }
+        }
+        NodeRef::AlterDatabaseSetStmt(x) => {
+            if let Some(c) = x.setstmt.as_ref() {
+                out.push(NodeRef::VariableSetStmt(c));
+            }
+        }
         NodeRef::AlterRoleSetStmt(x) => {
             if let Some(c) = x.role.as_ref() {
                 out.push(NodeRef::RoleSpec(c));
+            }
+            if let Some(c) = x.setstmt.as_ref() {
+                out.push(NodeRef::VariableSetStmt(c));
             }
         }
         NodeRef::CreateConversionStmt(x) => {
@@ -1087,18 +1175,35 @@ pub(super) fn children<'a>(n: NodeRef<'a>, out: &mut Vec<NodeRef<'a>>) {
             for c in &x.opfamilyname {
                 node(c, out);
             }
+            for c in &x.items {
+                node(c, out);
+            }
         }
         NodeRef::PrepareStmt(x) => {
             for c in &x.argtypes {
                 node(c, out);
             }
+            if let Some(c) = x.query.as_ref() {
+                node(c, out);
+            }
         }
-        NodeRef::ExecuteStmt(_) => {}
+        NodeRef::ExecuteStmt(x) => {
+            for c in &x.params {
+                node(c, out);
+            }
+        }
         NodeRef::DeallocateStmt(_) => {}
-        NodeRef::DeclareCursorStmt(_) => {}
+        NodeRef::DeclareCursorStmt(x) => {
+            if let Some(c) = x.query.as_ref() {
+                node(c, out);
+            }
+        }
         NodeRef::CreateTableSpaceStmt(x) => {
             if let Some(c) = x.owner.as_ref() {
                 out.push(NodeRef::RoleSpec(c));
+            }
+            for c in &x.options {
+                node(c, out);
             }
         }
         NodeRef::DropTableSpaceStmt(_) => {}
@@ -1128,14 +1233,23 @@ pub(super) fn children<'a>(n: NodeRef<'a>, out: &mut Vec<NodeRef<'a>>) {
             if let Some(c) = x.object.as_ref() {
                 node(c, out);
             }
+            if let Some(c) = x.newowner.as_ref() {
+                out.push(NodeRef::RoleSpec(c));
+            }
         }
         NodeRef::AlterOperatorStmt(x) => {
             if let Some(c) = x.opername.as_ref() {
                 out.push(NodeRef::ObjectWithArgs(c));
             }
+            for c in &x.options {
+                node(c, out);
+            }
         }
         NodeRef::AlterTypeStmt(x) => {
             for c in &x.type_name {
+                node(c, out);
+            }
+            for c in &x.options {
                 node(c, out);
             }
         }
@@ -1149,19 +1263,31 @@ pub(super) fn children<'a>(n: NodeRef<'a>, out: &mut Vec<NodeRef<'a>>) {
             for c in &x.roles {
                 node(c, out);
             }
+            if let Some(c) = x.newrole.as_ref() {
+                out.push(NodeRef::RoleSpec(c));
+            }
         }
         NodeRef::CompositeTypeStmt(x) => {
             if let Some(c) = x.typevar.as_ref() {
                 out.push(NodeRef::RangeVar(c));
+            }
+            for c in &x.coldeflist {
+                node(c, out);
             }
         }
         NodeRef::CreateEnumStmt(x) => {
             for c in &x.type_name {
                 node(c, out);
             }
+            for c in &x.vals {
+                node(c, out);
+            }
         }
         NodeRef::CreateRangeStmt(x) => {
             for c in &x.type_name {
+                node(c, out);
+            }
+            for c in &x.params {
                 node(c, out);
             }
         }
@@ -1172,6 +1298,9 @@ pub(super) fn children<'a>(n: NodeRef<'a>, out: &mut Vec<NodeRef<'a>>) {
         }
         NodeRef::AlterTsdictionaryStmt(x) => {
             for c in &x.dictname {
+                node(c, out);
+            }
+            for c in &x.options {
                 node(c, out);
             }
         }
@@ -1190,13 +1319,23 @@ pub(super) fn children<'a>(n: NodeRef<'a>, out: &mut Vec<NodeRef<'a>>) {
             for c in &x.func_options {
                 node(c, out);
             }
+            for c in &x.options {
+                node(c, out);
+            }
         }
         NodeRef::AlterFdwStmt(x) => {
             for c in &x.func_options {
                 node(c, out);
             }
+            for c in &x.options {
+                node(c, out);
+            }
         }
-        NodeRef::CreateForeignServerStmt(_) => {}
+        NodeRef::CreateForeignServerStmt(x) => {
+            for c in &x.options {
+                node(c, out);
+            }
+        }
         NodeRef::AlterForeignServerStmt(x) => {
             for c in &x.options {
                 node(c, out);
@@ -1206,10 +1345,16 @@ pub(super) fn children<'a>(n: NodeRef<'a>, out: &mut Vec<NodeRef<'a>>) {
             if let Some(c) = x.user.as_ref() {
                 out.push(NodeRef::RoleSpec(c));
             }
+            for c in &x.options {
+                node(c, out);
+            }
         }
         NodeRef::AlterUserMappingStmt(x) => {
             if let Some(c) = x.user.as_ref() {
                 out.push(NodeRef::RoleSpec(c));
+            }
+            for c in &x.options {
+                node(c, out);
             }
         }
         NodeRef::DropUserMappingStmt(x) => {
@@ -1236,24 +1381,53 @@ pub(super) fn children<'a>(n: NodeRef<'a>, out: &mut Vec<NodeRef<'a>>) {
             if let Some(c) = x.base_stmt.as_ref() {
                 out.push(NodeRef::CreateStmt(c));
             }
+            for c in &x.options {
+                node(c, out);
+            }
         }
         NodeRef::ImportForeignSchemaStmt(x) => {
             for c in &x.table_list {
                 node(c, out);
             }
+            for c in &x.options {
+                node(c, out);
+            }
         }
-        NodeRef::CreateExtensionStmt(_) => {}
-        NodeRef::AlterExtensionStmt(_) => {}
-        NodeRef::AlterExtensionContentsStmt(_) => {}
+        NodeRef::CreateExtensionStmt(x) => {
+            for c in &x.options {
+                node(c, out);
+            }
+        }
+        NodeRef::AlterExtensionStmt(x) => {
+            for c in &x.options {
+                node(c, out);
+            }
+        }
+        NodeRef::AlterExtensionContentsStmt(x) => {
+            if let Some(c) = x.object.as_ref() {
+                node(c, out);
+            }
+        }
         NodeRef::CreateEventTrigStmt(x) => {
             for c in &x.whenclause {
                 node(c, out);
             }
+            for c in &x.funcname {
+                node(c, out);
+            }
         }
         NodeRef::AlterEventTrigStmt(_) => {}
-        NodeRef::RefreshMatViewStmt(_) => {}
+        NodeRef::RefreshMatViewStmt(x) => {
+            if let Some(c) = x.relation.as_ref() {
+                out.push(NodeRef::RangeVar(c));
+            }
+        }
         NodeRef::ReplicaIdentityStmt(_) => {}
-        NodeRef::AlterSystemStmt(_) => {}
+        NodeRef::AlterSystemStmt(x) => {
+            if let Some(c) = x.setstmt.as_ref() {
+                out.push(NodeRef::VariableSetStmt(c));
+            }
+        }
         NodeRef::CreatePolicyStmt(x) => {
             if let Some(c) = x.table.as_ref() {
                 out.push(NodeRef::RangeVar(c));
@@ -1262,6 +1436,9 @@ pub(super) fn children<'a>(n: NodeRef<'a>, out: &mut Vec<NodeRef<'a>>) {
                 node(c, out);
             }
             if let Some(c) = x.qual.as_ref() {
+                node(c, out);
+            }
+            if let Some(c) = x.with_check.as_ref() {
                 node(c, out);
             }
         }
@@ -1275,12 +1452,18 @@ pub(super) fn children<'a>(n: NodeRef<'a>, out: &mut Vec<NodeRef<'a>>) {
             if let Some(c) = x.qual.as_ref() {
                 node(c, out);
             }
+            if let Some(c) = x.with_check.as_ref() {
+                node(c, out);
+            }
         }
         NodeRef::CreateTransformStmt(x) => {
             if let Some(c) = x.type_name.as_ref() {
                 out.push(NodeRef::TypeName(c));
             }
             if let Some(c) = x.fromsql.as_ref() {
+                out.push(NodeRef::ObjectWithArgs(c));
+            }
+            if let Some(c) = x.tosql.as_ref() {
                 out.push(NodeRef::ObjectWithArgs(c));
             }
         }
@@ -1336,13 +1519,20 @@ pub(super) fn children<'a>(n: NodeRef<'a>, out: &mut Vec<NodeRef<'a>>) {
                 node(c, out);
             }
         }
-        NodeRef::AlterCollationStmt(_) => {}
+        NodeRef::AlterCollationStmt(x) => {
+            for c in &x.collname {
+                node(c, out);
+            }
+        }
         NodeRef::CallStmt(x) => {
             if let Some(c) = x.funccall.as_ref() {
                 out.push(NodeRef::FuncCall(c));
             }
             if let Some(c) = x.funcexpr.as_ref() {
                 out.push(NodeRef::FuncExpr(c));
+            }
+            for c in &x.outargs {
+                node(c, out);
             }
         }
         NodeRef::AlterStatsStmt(x) => {
@@ -1393,9 +1583,15 @@ pub(super) fn children<'a>(n: NodeRef<'a>, out: &mut Vec<NodeRef<'a>>) {
             if let Some(c) = x.lidx.as_ref() {
                 node(c, out);
             }
+            if let Some(c) = x.uidx.as_ref() {
+                node(c, out);
+            }
         }
         NodeRef::AIndirection(x) => {
             if let Some(c) = x.arg.as_ref() {
+                node(c, out);
+            }
+            for c in &x.indirection {
                 node(c, out);
             }
         }
@@ -1459,6 +1655,9 @@ pub(super) fn children<'a>(n: NodeRef<'a>, out: &mut Vec<NodeRef<'a>>) {
             if let Some(c) = x.subquery.as_ref() {
                 node(c, out);
             }
+            if let Some(c) = x.alias.as_ref() {
+                out.push(NodeRef::Alias(c));
+            }
         }
         NodeRef::RangeFunction(x) => {
             for c in &x.functions {
@@ -1466,6 +1665,9 @@ pub(super) fn children<'a>(n: NodeRef<'a>, out: &mut Vec<NodeRef<'a>>) {
             }
             if let Some(c) = x.alias.as_ref() {
                 out.push(NodeRef::Alias(c));
+            }
+            for c in &x.coldeflist {
+                node(c, out);
             }
         }
         NodeRef::RangeTableSample(x) => {
@@ -1644,6 +1846,9 @@ pub(super) fn children<'a>(n: NodeRef<'a>, out: &mut Vec<NodeRef<'a>>) {
             for c in &x.groupexprs {
                 node(c, out);
             }
+            for c in &x.security_quals {
+                node(c, out);
+            }
         }
         NodeRef::RangeTblFunction(x) => {
             if let Some(c) = x.funcexpr.as_ref() {
@@ -1664,6 +1869,9 @@ pub(super) fn children<'a>(n: NodeRef<'a>, out: &mut Vec<NodeRef<'a>>) {
         }
         NodeRef::TableSampleClause(x) => {
             for c in &x.args {
+                node(c, out);
+            }
+            if let Some(c) = x.repeatable.as_ref() {
                 node(c, out);
             }
         }
@@ -1703,7 +1911,11 @@ pub(super) fn children<'a>(n: NodeRef<'a>, out: &mut Vec<NodeRef<'a>>) {
                 node(c, out);
             }
         }
-        NodeRef::AccessPriv(_) => {}
+        NodeRef::AccessPriv(x) => {
+            for c in &x.cols {
+                node(c, out);
+            }
+        }
         NodeRef::CreateOpClassItem(x) => {
             if let Some(c) = x.name.as_ref() {
                 out.push(NodeRef::ObjectWithArgs(c));
@@ -1713,6 +1925,9 @@ pub(super) fn children<'a>(n: NodeRef<'a>, out: &mut Vec<NodeRef<'a>>) {
             }
             for c in &x.class_args {
                 node(c, out);
+            }
+            if let Some(c) = x.storedtype.as_ref() {
+                out.push(NodeRef::TypeName(c));
             }
         }
         NodeRef::TableLikeClause(x) => {
@@ -1788,6 +2003,9 @@ pub(super) fn children<'a>(n: NodeRef<'a>, out: &mut Vec<NodeRef<'a>>) {
             for c in &x.ctecoltypmods {
                 node(c, out);
             }
+            for c in &x.ctecolcollations {
+                node(c, out);
+            }
         }
         NodeRef::RoleSpec(_) => {}
         NodeRef::TriggerTransition(_) => {}
@@ -1835,6 +2053,9 @@ pub(super) fn children<'a>(n: NodeRef<'a>, out: &mut Vec<NodeRef<'a>>) {
             if let Some(c) = x.relation.as_ref() {
                 out.push(NodeRef::RangeVar(c));
             }
+            for c in &x.va_cols {
+                node(c, out);
+            }
         }
         NodeRef::InlineCodeBlock(_) => {}
         NodeRef::CallContext(_) => {}
@@ -1843,9 +2064,21 @@ pub(super) fn children<'a>(n: NodeRef<'a>, out: &mut Vec<NodeRef<'a>>) {
         NodeRef::Boolean(_) => {}
         NodeRef::String(_) => {}
         NodeRef::BitString(_) => {}
-        NodeRef::List(_) => {}
-        NodeRef::IntList(_) => {}
-        NodeRef::OidList(_) => {}
+        NodeRef::List(x) => {
+            for c in &x.items {
+                node(c, out);
+            }
+        }
+        NodeRef::IntList(x) => {
+            for c in &x.items {
+                node(c, out);
+            }
+        }
+        NodeRef::OidList(x) => {
+            for c in &x.items {
+                node(c, out);
+            }
+        }
         NodeRef::MergeStmt(x) => {
             if let Some(c) = x.relation.as_ref() {
                 out.push(NodeRef::RangeVar(c));
@@ -1862,21 +2095,40 @@ pub(super) fn children<'a>(n: NodeRef<'a>, out: &mut Vec<NodeRef<'a>>) {
             if let Some(c) = x.returning_clause.as_ref() {
                 out.push(NodeRef::ReturningClause(c));
             }
+            if let Some(c) = x.with_clause.as_ref() {
+                out.push(NodeRef::WithClause(c));
+            }
         }
         NodeRef::MergeAction(x) => {
+            if let Some(c) = x.qual.as_ref() {
+                node(c, out);
+            }
             for c in &x.target_list {
+                node(c, out);
+            }
+            for c in &x.update_colnos {
                 node(c, out);
             }
         }
         NodeRef::AlterDatabaseRefreshCollStmt(_) => {}
-        NodeRef::ReturnStmt(_) => {}
+        NodeRef::ReturnStmt(x) => {
+            if let Some(c) = x.returnval.as_ref() {
+                node(c, out);
+            }
+        }
         NodeRef::ReturningClause(x) => {
             for c in &x.options {
+                node(c, out);
+            }
+            for c in &x.exprs {
                 node(c, out);
             }
         }
         NodeRef::ReturningExpr(x) => {
             if let Some(c) = x.xpr.as_ref() {
+                node(c, out);
+            }
+            if let Some(c) = x.retexpr.as_ref() {
                 node(c, out);
             }
         }
@@ -1889,7 +2141,11 @@ pub(super) fn children<'a>(n: NodeRef<'a>, out: &mut Vec<NodeRef<'a>>) {
                 out.push(NodeRef::SelectStmt(c));
             }
         }
-        NodeRef::StatsElem(_) => {}
+        NodeRef::StatsElem(x) => {
+            if let Some(c) = x.expr.as_ref() {
+                node(c, out);
+            }
+        }
         NodeRef::CtesearchClause(x) => {
             for c in &x.search_col_list {
                 node(c, out);
@@ -1907,7 +2163,13 @@ pub(super) fn children<'a>(n: NodeRef<'a>, out: &mut Vec<NodeRef<'a>>) {
             }
         }
         NodeRef::MergeWhenClause(x) => {
+            if let Some(c) = x.condition.as_ref() {
+                node(c, out);
+            }
             for c in &x.target_list {
+                node(c, out);
+            }
+            for c in &x.values {
                 node(c, out);
             }
         }
@@ -1921,6 +2183,9 @@ pub(super) fn children<'a>(n: NodeRef<'a>, out: &mut Vec<NodeRef<'a>>) {
                 out.push(NodeRef::RangeVar(c));
             }
             if let Some(c) = x.where_clause.as_ref() {
+                node(c, out);
+            }
+            for c in &x.columns {
                 node(c, out);
             }
         }
@@ -1937,9 +2202,15 @@ pub(super) fn children<'a>(n: NodeRef<'a>, out: &mut Vec<NodeRef<'a>>) {
             if let Some(c) = x.formatted_expr.as_ref() {
                 node(c, out);
             }
+            if let Some(c) = x.format.as_ref() {
+                out.push(NodeRef::JsonFormat(c));
+            }
         }
         NodeRef::JsonConstructorExpr(x) => {
             if let Some(c) = x.xpr.as_ref() {
+                node(c, out);
+            }
+            for c in &x.args {
                 node(c, out);
             }
             if let Some(c) = x.func.as_ref() {
@@ -1964,10 +2235,16 @@ pub(super) fn children<'a>(n: NodeRef<'a>, out: &mut Vec<NodeRef<'a>>) {
             if let Some(c) = x.type_name.as_ref() {
                 out.push(NodeRef::TypeName(c));
             }
+            if let Some(c) = x.returning.as_ref() {
+                out.push(NodeRef::JsonReturning(c));
+            }
         }
         NodeRef::JsonKeyValue(x) => {
             if let Some(c) = x.key.as_ref() {
                 node(c, out);
+            }
+            if let Some(c) = x.value.as_ref() {
+                out.push(NodeRef::JsonValueExpr(c));
             }
         }
         NodeRef::JsonObjectConstructor(x) => {
@@ -2032,6 +2309,9 @@ pub(super) fn children<'a>(n: NodeRef<'a>, out: &mut Vec<NodeRef<'a>>) {
             if let Some(c) = x.xpr.as_ref() {
                 node(c, out);
             }
+            if let Some(c) = x.arg.as_ref() {
+                node(c, out);
+            }
         }
         NodeRef::MergeSupportFunc(x) => {
             if let Some(c) = x.xpr.as_ref() {
@@ -2089,6 +2369,9 @@ pub(super) fn children<'a>(n: NodeRef<'a>, out: &mut Vec<NodeRef<'a>>) {
                 node(c, out);
             }
             if let Some(c) = x.lplan.as_ref() {
+                node(c, out);
+            }
+            if let Some(c) = x.rplan.as_ref() {
                 node(c, out);
             }
         }

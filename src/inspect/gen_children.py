@@ -25,10 +25,15 @@ for var, ty in re.findall(r"(\w+)\(&'a protobuf::(\w+)\)", enum_body):
     variant_of[ty] = var
 
 structs = {}
-for m in re.finditer(r"pub struct (\w+) \{(\}|.*?\n\})", proto, re.S):
+for m in re.finditer(r"(?m)^pub struct (\w+) \{(\}|.*?\n\})", proto, re.S):
     name, body = m.group(1), m.group(2)
+    body = re.sub(r"^\s*//.*$", "", body, flags=re.M)  # doc comments
     flat = re.sub(r"\s+", "", body)
-    fields = re.findall(r"#\[prost\((.*?)\)\]pub(\w+):(.*?),(?=#\[prost|$)", flat)
+    flat = flat[:-1] if flat.endswith("}") else flat
+    fields = re.findall(r"#\[prost\((.*?)\)\]pub([\w#]+):(.*?),(?=#\[prost|$)", flat)
+    # Self-check: every `pub` field of the struct must have been parsed.
+    if len(fields) != flat.count("#[prost("):
+        sys.exit(f"field parse mismatch in {name}: {len(fields)} vs {flat.count('#[prost(')}")
     structs[name] = fields
 
 

@@ -43,14 +43,30 @@ fn functions(i: &StatementInfo) -> Vec<String> {
 /// (sql, kind, exact accesses)
 const ACCESS_CASES: &[(&str, &str, &[&str])] = &[
     // --- identifiers as Postgres folds them
-    ("DELETE FROM ONLY ops.job_queue", "DELETE", &["W ops.job_queue"]),
+    (
+        "DELETE FROM ONLY ops.job_queue",
+        "DELETE",
+        &["W ops.job_queue"],
+    ),
     ("delete from OPS.Job_Queue", "DELETE", &["W ops.job_queue"]),
     (r#"DELETE FROM "OPS".x"#, "DELETE", &["W OPS.x"]),
-    (r#"DELETE FROM ops.U&"d\0061t\+000061""#, "DELETE", &["W ops.data"]),
+    (
+        r#"DELETE FROM ops.U&"d\0061t\+000061""#,
+        "DELETE",
+        &["W ops.data"],
+    ),
     (r#"DELETE FROM mydb.ops.t"#, "DELETE", &["W ops.t"]),
-    ("/* x */ INSERT /* y */ INTO -- z\n ops.t VALUES (1)", "INSERT", &["W ops.t"]),
+    (
+        "/* x */ INSERT /* y */ INTO -- z\n ops.t VALUES (1)",
+        "INSERT",
+        &["W ops.t"],
+    ),
     // --- DML
-    ("SELECT * FROM ops.t JOIN public.u ON true", "SELECT", &["R ops.t", "R public.u"]),
+    (
+        "SELECT * FROM ops.t JOIN public.u ON true",
+        "SELECT",
+        &["R ops.t", "R public.u"],
+    ),
     ("SELECT 1", "SELECT", &[]),
     ("TABLE ops.t", "SELECT", &["R ops.t"]),
     (
@@ -70,8 +86,16 @@ const ACCESS_CASES: &[(&str, &str, &[&str])] = &[
         // non-recursive: the inner `a` is the real table
         &["R a"],
     ),
-    ("WITH RECURSIVE a AS (SELECT 1 UNION ALL SELECT * FROM a) SELECT * FROM a", "SELECT", &[]),
-    ("WITH ops AS (SELECT 1) DELETE FROM ops", "DELETE", &["W ops"]),
+    (
+        "WITH RECURSIVE a AS (SELECT 1 UNION ALL SELECT * FROM a) SELECT * FROM a",
+        "SELECT",
+        &[],
+    ),
+    (
+        "WITH ops AS (SELECT 1) DELETE FROM ops",
+        "DELETE",
+        &["W ops"],
+    ),
     (
         "WITH x AS (SELECT 1) INSERT INTO x SELECT * FROM x",
         "INSERT",
@@ -107,7 +131,11 @@ const ACCESS_CASES: &[(&str, &str, &[&str])] = &[
         "MERGE",
         &["W ops.t", "R public.s"],
     ),
-    ("TRUNCATE a, ops.b, intake.c", "TRUNCATE", &["W a", "W ops.b", "W intake.c"]),
+    (
+        "TRUNCATE a, ops.b, intake.c",
+        "TRUNCATE",
+        &["W a", "W ops.b", "W intake.c"],
+    ),
     ("TRUNCATE ONLY ops.b", "TRUNCATE", &["W ops.b"]),
     (
         "SELECT * FROM ops.a UNION SELECT * FROM ops.b EXCEPT SELECT * FROM ops.c",
@@ -125,26 +153,80 @@ const ACCESS_CASES: &[(&str, &str, &[&str])] = &[
         &["R ops.s", "R ops.i", "R ops.v"],
     ),
     ("SELECT * FROM ops.t FOR UPDATE", "SELECT", &["R ops.t"]),
+    (
+        "WITH d AS (DELETE FROM intake.a RETURNING *) INSERT INTO ops.b SELECT * FROM d",
+        "INSERT",
+        &["W intake.a", "W ops.b"],
+    ),
+    (
+        "SELECT * FROM (WITH u AS (UPDATE ops.x SET a = 1 RETURNING *) SELECT * FROM u) s",
+        "SELECT",
+        &["W ops.x"],
+    ),
+    (
+        "SELECT * FROM XMLTABLE('/r' PASSING (SELECT x FROM ops.xml) COLUMNS a int)",
+        "SELECT",
+        &["R ops.xml"],
+    ),
+    (
+        "SELECT * FROM ops.a WHERE a = ANY (ARRAY(SELECT b FROM ops.b)) ORDER BY (SELECT 1 FROM ops.c)",
+        "SELECT",
+        &["R ops.a", "R ops.b", "R ops.c"],
+    ),
+    (
+        "SELECT count(*) FILTER (WHERE EXISTS (SELECT 1 FROM ops.f)) OVER (PARTITION BY (SELECT 1 FROM ops.w)) FROM ops.a",
+        "SELECT",
+        &["R ops.f", "R ops.w", "R ops.a"],
+    ),
+    (
+        "EXPLAIN CREATE TABLE ops.n AS SELECT * FROM ops.t",
+        "EXPLAIN",
+        &["D ops.n", "R ops.t"],
+    ),
     // --- COPY
     ("COPY ops.t FROM STDIN", "COPY FROM", &["W ops.t"]),
-    ("COPY ops.t (a, b) FROM PROGRAM 'cat x'", "COPY FROM", &["W ops.t"]),
+    (
+        "COPY ops.t (a, b) FROM PROGRAM 'cat x'",
+        "COPY FROM",
+        &["W ops.t"],
+    ),
     ("COPY ops.t TO STDOUT", "COPY TO", &["R ops.t"]),
     (
         "COPY (DELETE FROM ops.t RETURNING *) TO STDOUT",
         "COPY TO",
         &["W ops.t"],
     ),
-    ("COPY (SELECT * FROM ops.t) TO STDOUT", "COPY TO", &["R ops.t"]),
+    (
+        "COPY (SELECT * FROM ops.t) TO STDOUT",
+        "COPY TO",
+        &["R ops.t"],
+    ),
     // --- creating relations from queries
-    ("SELECT * INTO ops.new FROM ops.t", "SELECT INTO", &["D ops.new", "R ops.t"]),
-    ("SELECT * INTO TEMP tmp FROM ops.t", "SELECT INTO", &["D pg_temp.tmp", "R ops.t"]),
-    ("CREATE TABLE ops.x AS SELECT 1", "CREATE TABLE AS", &["D ops.x"]),
+    (
+        "SELECT * INTO ops.new FROM ops.t",
+        "SELECT INTO",
+        &["D ops.new", "R ops.t"],
+    ),
+    (
+        "SELECT * INTO TEMP tmp FROM ops.t",
+        "SELECT INTO",
+        &["D pg_temp.tmp", "R ops.t"],
+    ),
+    (
+        "CREATE TABLE ops.x AS SELECT 1",
+        "CREATE TABLE AS",
+        &["D ops.x"],
+    ),
     (
         "CREATE MATERIALIZED VIEW ops.mv AS SELECT * FROM ops.t",
         "CREATE MATERIALIZED VIEW",
         &["D ops.mv", "R ops.t"],
     ),
-    ("REFRESH MATERIALIZED VIEW ops.mv", "REFRESH MATERIALIZED VIEW", &["W ops.mv"]),
+    (
+        "REFRESH MATERIALIZED VIEW ops.mv",
+        "REFRESH MATERIALIZED VIEW",
+        &["W ops.mv"],
+    ),
     (
         "CREATE VIEW ops.v AS SELECT * FROM public.j",
         "CREATE VIEW",
@@ -165,8 +247,16 @@ const ACCESS_CASES: &[(&str, &str, &[&str])] = &[
         "ALTER TABLE",
         &["D public.judgments"],
     ),
-    ("ALTER TABLE public.judgments NO FORCE ROW LEVEL SECURITY", "ALTER TABLE", &["D public.judgments"]),
-    ("ALTER TABLE public.judgments OWNER TO eve", "ALTER TABLE", &["D public.judgments"]),
+    (
+        "ALTER TABLE public.judgments NO FORCE ROW LEVEL SECURITY",
+        "ALTER TABLE",
+        &["D public.judgments"],
+    ),
+    (
+        "ALTER TABLE public.judgments OWNER TO eve",
+        "ALTER TABLE",
+        &["D public.judgments"],
+    ),
     (
         "ALTER TABLE ops.t ADD CONSTRAINT fk FOREIGN KEY (a) REFERENCES public.p (id)",
         "ALTER TABLE",
@@ -177,36 +267,96 @@ const ACCESS_CASES: &[(&str, &str, &[&str])] = &[
         "ALTER TABLE",
         &["D ops.parent", "D ops.child"],
     ),
-    ("ALTER TABLE ops.t INHERIT ops.p", "ALTER TABLE", &["D ops.t", "D ops.p"]),
-    ("ALTER TABLE ops.t RENAME TO u", "RENAME", &["D ops.t", "D ops.u"]),
-    ("ALTER TABLE ops.t RENAME COLUMN a TO b", "RENAME", &["D ops.t"]),
-    ("ALTER TABLE ops.t SET SCHEMA public", "ALTER SET SCHEMA", &["D ops.t", "D public.t"]),
-    ("ALTER INDEX ops.i RENAME TO j", "RENAME", &["D ops.i", "D ops.j"]),
-    ("ALTER SCHEMA ops RENAME TO ops2", "RENAME", &["D ops.*", "D ops2.*"]),
+    (
+        "ALTER TABLE ops.t INHERIT ops.p",
+        "ALTER TABLE",
+        &["D ops.t", "D ops.p"],
+    ),
+    (
+        "ALTER TABLE ops.t RENAME TO u",
+        "RENAME",
+        &["D ops.t", "D ops.u"],
+    ),
+    (
+        "ALTER TABLE ops.t RENAME COLUMN a TO b",
+        "RENAME",
+        &["D ops.t"],
+    ),
+    (
+        "ALTER TABLE ops.t SET SCHEMA public",
+        "ALTER SET SCHEMA",
+        &["D ops.t", "D public.t"],
+    ),
+    (
+        "ALTER INDEX ops.i RENAME TO j",
+        "RENAME",
+        &["D ops.i", "D ops.j"],
+    ),
+    (
+        "ALTER SCHEMA ops RENAME TO ops2",
+        "RENAME",
+        &["D ops.*", "D ops2.*"],
+    ),
     ("ALTER SCHEMA ops OWNER TO eve", "ALTER OWNER", &["D ops.*"]),
-    ("ALTER FUNCTION ops.f(int) OWNER TO eve", "ALTER OWNER", &["D ops.f"]),
-    ("ALTER FUNCTION ops.f(int) SET search_path = evil", "ALTER FUNCTION", &["D ops.f"]),
-    ("ALTER FUNCTION ops.f(int) SET SCHEMA public", "ALTER SET SCHEMA", &["D ops.f", "D public.f"]),
-    ("ALTER SEQUENCE ops.s RESTART", "ALTER SEQUENCE", &["D ops.s"]),
+    (
+        "ALTER FUNCTION ops.f(int) OWNER TO eve",
+        "ALTER OWNER",
+        &["D ops.f"],
+    ),
+    (
+        "ALTER FUNCTION ops.f(int) SET search_path = evil",
+        "ALTER FUNCTION",
+        &["D ops.f"],
+    ),
+    (
+        "ALTER FUNCTION ops.f(int) SET SCHEMA public",
+        "ALTER SET SCHEMA",
+        &["D ops.f", "D public.f"],
+    ),
+    (
+        "ALTER SEQUENCE ops.s RESTART",
+        "ALTER SEQUENCE",
+        &["D ops.s"],
+    ),
     ("CREATE SEQUENCE ops.s", "CREATE SEQUENCE", &["D ops.s"]),
-    ("DROP TABLE ops.a, intake.b", "DROP", &["D ops.a", "D intake.b"]),
+    (
+        "DROP TABLE ops.a, intake.b",
+        "DROP",
+        &["D ops.a", "D intake.b"],
+    ),
     ("DROP VIEW IF EXISTS v", "DROP", &["D v"]),
     ("DROP INDEX CONCURRENTLY ops.i", "DROP", &["D ops.i"]),
     ("DROP SCHEMA ops CASCADE", "DROP", &["D ops.*"]),
-    ("DROP SCHEMA ops, intake", "DROP", &["D ops.*", "D intake.*"]),
+    (
+        "DROP SCHEMA ops, intake",
+        "DROP",
+        &["D ops.*", "D intake.*"],
+    ),
     ("DROP FUNCTION ops.f(int), g()", "DROP", &["D ops.f", "D g"]),
     ("DROP TYPE ops.ty", "DROP", &["D ops.ty"]),
     ("DROP TRIGGER trg ON ops.q", "DROP", &["D ops.q"]),
-    ("DROP POLICY p ON public.judgments", "DROP", &["D public.judgments"]),
+    (
+        "DROP POLICY p ON public.judgments",
+        "DROP",
+        &["D public.judgments"],
+    ),
     ("CREATE SCHEMA ops", "CREATE SCHEMA", &["D ops.*"]),
-    ("CREATE SCHEMA AUTHORIZATION bob", "CREATE SCHEMA", &["D bob.*"]),
+    (
+        "CREATE SCHEMA AUTHORIZATION bob",
+        "CREATE SCHEMA",
+        &["D bob.*"],
+    ),
     (
         "CREATE SCHEMA s CREATE TABLE t (a int)",
         "CREATE SCHEMA",
         &["D s.*", "D t"],
     ),
     ("CREATE TABLE ops.x (a int)", "CREATE TABLE", &["D ops.x"]),
-    ("CREATE TEMP TABLE x (a int)", "CREATE TABLE", &["D pg_temp.x"]),
+    (
+        "CREATE TEMP TABLE x (a int)",
+        "CREATE TABLE",
+        &["D pg_temp.x"],
+    ),
     (
         "CREATE TABLE ops.p1 PARTITION OF ops.p FOR VALUES IN (1)",
         "CREATE TABLE",
@@ -228,10 +378,22 @@ const ACCESS_CASES: &[(&str, &str, &[&str])] = &[
         "GRANT",
         &["D ops.*"],
     ),
-    ("GRANT INSERT ON public.judgments TO x", "GRANT", &["D public.judgments"]),
+    (
+        "GRANT INSERT ON public.judgments TO x",
+        "GRANT",
+        &["D public.judgments"],
+    ),
     ("GRANT USAGE ON SCHEMA ops TO x", "GRANT", &["D ops.*"]),
-    ("GRANT EXECUTE ON FUNCTION ops.f(int) TO x", "GRANT", &["D ops.f"]),
-    ("REVOKE SELECT ON TABLE ops.a, ops.b FROM x", "REVOKE", &["D ops.a", "D ops.b"]),
+    (
+        "GRANT EXECUTE ON FUNCTION ops.f(int) TO x",
+        "GRANT",
+        &["D ops.f"],
+    ),
+    (
+        "REVOKE SELECT ON TABLE ops.a, ops.b FROM x",
+        "REVOKE",
+        &["D ops.a", "D ops.b"],
+    ),
     (
         "ALTER DEFAULT PRIVILEGES IN SCHEMA ops GRANT SELECT ON TABLES TO x",
         "ALTER DEFAULT PRIVILEGES",
@@ -265,21 +427,37 @@ const ACCESS_CASES: &[(&str, &str, &[&str])] = &[
     ("COMMENT ON TABLE ops.t IS 'x'", "COMMENT", &["D ops.t"]),
     ("COMMENT ON COLUMN ops.t.a IS 'x'", "COMMENT", &["D ops.t"]),
     ("COMMENT ON SCHEMA ops IS 'x'", "COMMENT", &["D ops.*"]),
-    ("SECURITY LABEL ON TABLE ops.t IS 'secret'", "SECURITY LABEL", &["D ops.t"]),
+    (
+        "SECURITY LABEL ON TABLE ops.t IS 'secret'",
+        "SECURITY LABEL",
+        &["D ops.t"],
+    ),
     (
         "CREATE STATISTICS ops.st ON a, b FROM ops.t",
         "CREATE STATISTICS",
         &["D ops.st", "D ops.t"],
     ),
     ("CLUSTER ops.t USING i", "CLUSTER", &["W ops.t"]),
-    ("VACUUM FULL ops.t, ops.u", "VACUUM", &["W ops.t", "W ops.u"]),
+    (
+        "VACUUM FULL ops.t, ops.u",
+        "VACUUM",
+        &["W ops.t", "W ops.u"],
+    ),
     ("ANALYZE ops.t", "ANALYZE", &["W ops.t"]),
     ("VACUUM", "VACUUM", &[]),
     ("REINDEX TABLE ops.t", "REINDEX", &["W ops.t"]),
     ("REINDEX SCHEMA ops", "REINDEX", &["W ops.*"]),
-    ("LOCK TABLE ops.t IN ACCESS EXCLUSIVE MODE", "LOCK", &["R ops.t"]),
+    (
+        "LOCK TABLE ops.t IN ACCESS EXCLUSIVE MODE",
+        "LOCK",
+        &["R ops.t"],
+    ),
     ("CREATE DOMAIN ops.d AS int", "CREATE DOMAIN", &["D ops.d"]),
-    ("CREATE TYPE ops.e AS ENUM ('a')", "CREATE TYPE", &["D ops.e"]),
+    (
+        "CREATE TYPE ops.e AS ENUM ('a')",
+        "CREATE TYPE",
+        &["D ops.e"],
+    ),
     ("CREATE TYPE ops.c AS (a int)", "CREATE TYPE", &["D ops.c"]),
     // --- utility without accesses
     ("SHOW search_path", "SHOW", &[]),
@@ -359,7 +537,10 @@ fn prepare_execute_deallocate() {
     assert_eq!(accesses(&info), set(&["D ops.x"]));
 
     assert_eq!(one("DEALLOCATE p").deallocates, Some(Some("p".into())));
-    assert_eq!(one("DEALLOCATE PREPARE p").deallocates, Some(Some("p".into())));
+    assert_eq!(
+        one("DEALLOCATE PREPARE p").deallocates,
+        Some(Some("p".into()))
+    );
     assert_eq!(one("DEALLOCATE ALL").deallocates, Some(None));
     assert_eq!(one("SELECT 1").deallocates, None);
 }
@@ -376,17 +557,30 @@ fn code_blocks_and_dynamic_sql() {
     );
     assert_eq!(info.kind, "CREATE FUNCTION");
     assert_eq!(accesses(&info), set(&["D ops.f"]));
-    assert_eq!(info.opaque, vec![Opaque::CodeBlock("CREATE FUNCTION".into())]);
+    assert_eq!(
+        info.opaque,
+        vec![Opaque::CodeBlock("CREATE FUNCTION".into())]
+    );
 
-    let info = one("CREATE OR REPLACE PROCEDURE p() LANGUAGE sql BEGIN ATOMIC DELETE FROM ops.t; END");
+    let info =
+        one("CREATE OR REPLACE PROCEDURE p() LANGUAGE sql BEGIN ATOMIC DELETE FROM ops.t; END");
     assert_eq!(info.kind, "CREATE PROCEDURE");
     assert_eq!(accesses(&info), set(&["D p", "W ops.t"]));
-    assert_eq!(info.opaque, vec![Opaque::CodeBlock("CREATE PROCEDURE".into())]);
+    assert_eq!(
+        info.opaque,
+        vec![Opaque::CodeBlock("CREATE PROCEDURE".into())]
+    );
 
     for (sql, f) in [
         ("SELECT dblink_exec('...')", "dblink_exec"),
-        ("SELECT * FROM public.dblink('c', 'DELETE FROM x') AS t(a int)", "dblink"),
-        ("SELECT query_to_xml('DELETE FROM ops.t RETURNING *', true, true, '')", "query_to_xml"),
+        (
+            "SELECT * FROM public.dblink('c', 'DELETE FROM x') AS t(a int)",
+            "dblink",
+        ),
+        (
+            "SELECT query_to_xml('DELETE FROM ops.t RETURNING *', true, true, '')",
+            "query_to_xml",
+        ),
         ("SELECT lo_import('/etc/passwd')", "lo_import"),
         ("SELECT * FROM ts_stat('SELECT v FROM ops.t')", "ts_stat"),
         ("INSERT INTO ops.t VALUES (DBLINK_EXEC('x'))", "dblink_exec"),
@@ -446,7 +640,8 @@ fn set_config_calls() {
     let info = one("SELECT set_config('search' || '_path', 'x', false)");
     assert_eq!(info.settings_changed, vec!["*"]);
 
-    let info = one("SELECT set_config(is_local => false, new_value => 'x', setting_name => 'app.t')");
+    let info =
+        one("SELECT set_config(is_local => false, new_value => 'x', setting_name => 'app.t')");
     assert_eq!(info.settings_changed, vec!["app.t"]);
 
     let info = one("WITH x AS (SELECT set_config('search_path', 'evil', false)) DELETE FROM ops.t");
@@ -465,53 +660,118 @@ fn set_and_reset() {
             r#"SET search_path = ops, "Public""#,
             "SET",
             &["search_path"],
-            Some(Set { schemas: vec!["ops".into(), "Public".into()], local: false }),
+            Some(Set {
+                schemas: vec!["ops".into(), "Public".into()],
+                local: false,
+            }),
         ),
         (
             r#"SET SESSION search_path TO "$user", 'A', public"#,
             "SET",
             &["search_path"],
-            Some(Set { schemas: vec!["$user".into(), "A".into(), "public".into()], local: false }),
+            Some(Set {
+                schemas: vec!["$user".into(), "A".into(), "public".into()],
+                local: false,
+            }),
         ),
         (
             "SET LOCAL search_path TO ops",
             "SET",
             &["search_path"],
-            Some(Set { schemas: vec!["ops".into()], local: true }),
+            Some(Set {
+                schemas: vec!["ops".into()],
+                local: true,
+            }),
         ),
         (
             r#"SET "SEARCH_PATH" = evil"#,
             "SET",
             &["search_path"],
-            Some(Set { schemas: vec!["evil".into()], local: false }),
+            Some(Set {
+                schemas: vec!["evil".into()],
+                local: false,
+            }),
         ),
         (
             "SET SCHEMA 'ops'",
             "SET",
             &["search_path"],
-            Some(Set { schemas: vec!["ops".into()], local: false }),
+            Some(Set {
+                schemas: vec!["ops".into()],
+                local: false,
+            }),
         ),
-        ("SET LOCAL search_path TO DEFAULT", "SET", &["search_path"], Some(Reset { local: true })),
-        ("SET search_path = DEFAULT", "SET", &["search_path"], Some(Reset { local: false })),
-        ("RESET search_path", "RESET", &["search_path"], Some(Reset { local: false })),
+        (
+            "SET LOCAL search_path TO DEFAULT",
+            "SET",
+            &["search_path"],
+            Some(Reset { local: true }),
+        ),
+        (
+            "SET search_path = DEFAULT",
+            "SET",
+            &["search_path"],
+            Some(Reset { local: false }),
+        ),
+        (
+            "RESET search_path",
+            "RESET",
+            &["search_path"],
+            Some(Reset { local: false }),
+        ),
         ("RESET ALL", "RESET", &["*"], Some(Reset { local: false })),
-        ("DISCARD ALL", "DISCARD", &["*"], Some(Reset { local: false })),
-        ("SET app.current_tenant = 'x'", "SET", &["app.current_tenant"], None),
+        (
+            "DISCARD ALL",
+            "DISCARD",
+            &["*"],
+            Some(Reset { local: false }),
+        ),
+        (
+            "SET app.current_tenant = 'x'",
+            "SET",
+            &["app.current_tenant"],
+            None,
+        ),
         ("SET LOCAL App.Tenant TO 'x'", "SET", &["app.tenant"], None),
         ("SET ROLE admin", "SET", &["role"], None),
         ("RESET ROLE", "RESET", &["role"], None),
-        ("SET SESSION AUTHORIZATION bob", "SET", &["session_authorization"], None),
+        (
+            "SET SESSION AUTHORIZATION bob",
+            "SET",
+            &["session_authorization"],
+            None,
+        ),
         ("SET TIME ZONE 'UTC'", "SET", &["timezone"], None),
-        ("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", "SET TRANSACTION", &[], None),
+        (
+            "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+            "SET TRANSACTION",
+            &[],
+            None,
+        ),
         (
             "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
             "SET TRANSACTION",
             &[],
             None,
         ),
-        ("SET search_path FROM CURRENT", "SET", &["search_path"], Some(Unknown)),
-        ("ALTER ROLE bob SET search_path = evil", "ALTER ROLE SET", &["search_path"], None),
-        ("ALTER DATABASE d SET app.x = 1", "ALTER DATABASE SET", &["app.x"], None),
+        (
+            "SET search_path FROM CURRENT",
+            "SET",
+            &["search_path"],
+            Some(Unknown),
+        ),
+        (
+            "ALTER ROLE bob SET search_path = evil",
+            "ALTER ROLE SET",
+            &["search_path"],
+            None,
+        ),
+        (
+            "ALTER DATABASE d SET app.x = 1",
+            "ALTER DATABASE SET",
+            &["app.x"],
+            None,
+        ),
         ("ALTER ROLE bob RESET ALL", "ALTER ROLE SET", &["*"], None),
     ];
     for (sql, kind, settings, path) in cases {
@@ -524,7 +784,8 @@ fn set_and_reset() {
     }
     assert_eq!(one("DISCARD ALL").deallocates, Some(None));
     // SET inside a function definition does not change this session.
-    let info = one("CREATE FUNCTION f() RETURNS int LANGUAGE sql SET search_path = evil AS 'SELECT 1'");
+    let info =
+        one("CREATE FUNCTION f() RETURNS int LANGUAGE sql SET search_path = evil AS 'SELECT 1'");
     assert_eq!(info.search_path, None);
     assert!(info.settings_changed.is_empty());
 }
@@ -542,7 +803,11 @@ fn transaction_control() {
         ("ROLLBACK", "ROLLBACK", Rollback),
         ("ABORT", "ROLLBACK", Rollback),
         ("SAVEPOINT s", "SAVEPOINT", Savepoint),
-        ("ROLLBACK TO SAVEPOINT s", "ROLLBACK TO", RollbackToSavepoint),
+        (
+            "ROLLBACK TO SAVEPOINT s",
+            "ROLLBACK TO",
+            RollbackToSavepoint,
+        ),
         ("ROLLBACK TO s", "ROLLBACK TO", RollbackToSavepoint),
         ("RELEASE SAVEPOINT s", "RELEASE", ReleaseSavepoint),
         ("PREPARE TRANSACTION 'g'", "PREPARE TRANSACTION", Prepare),
@@ -570,7 +835,8 @@ fn multi_statement_strings() {
     assert_eq!(accesses(&v[1]), set(&["W ops.t"]));
 
     // A `;` inside a literal, comment or dollar quote does not split.
-    let v = inspect("SELECT ';DELETE FROM ops.t', $x$;DELETE FROM ops.t$x$ /* ; DELETE */").unwrap();
+    let v =
+        inspect("SELECT ';DELETE FROM ops.t', $x$;DELETE FROM ops.t$x$ /* ; DELETE */").unwrap();
     assert_eq!(v.len(), 1);
     assert!(v[0].accesses.is_empty());
 }
@@ -578,7 +844,10 @@ fn multi_statement_strings() {
 #[test]
 fn empty_and_invalid_input() {
     assert_eq!(inspect("").unwrap(), vec![]);
-    assert_eq!(inspect("  -- only a comment\n /* and another */ ").unwrap(), vec![]);
+    assert_eq!(
+        inspect("  -- only a comment\n /* and another */ ").unwrap(),
+        vec![]
+    );
     assert_eq!(inspect(";;").unwrap(), vec![]);
     for bad in [
         "SELEC 1",
@@ -604,11 +873,17 @@ fn unmodelled_statements_are_opaque() {
         ("CREATE EXTENSION dblink", "CREATE EXTENSION"),
         ("ALTER SYSTEM SET search_path = evil", "ALTER SYSTEM"),
         ("LOAD 'evil.so'", "LOAD"),
-        ("CREATE EVENT TRIGGER e ON ddl_command_start EXECUTE FUNCTION f()", "CREATE EVENT TRIGGER"),
+        (
+            "CREATE EVENT TRIGGER e ON ddl_command_start EXECUTE FUNCTION f()",
+            "CREATE EVENT TRIGGER",
+        ),
         ("DROP EXTENSION dblink", "DROP EXTENSION"),
         ("DROP DATABASE d", "DROP DATABASE"),
         ("GRANT CONNECT ON DATABASE d TO eve", "GRANT ON DATABASE"),
-        ("ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO x", "ALTER DEFAULT PRIVILEGES (all schemas)"),
+        (
+            "ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO x",
+            "ALTER DEFAULT PRIVILEGES (all schemas)",
+        ),
         ("COMMENT ON EXTENSION dblink IS 'x'", "COMMENT ON EXTENSION"),
         ("ALTER DATABASE d RENAME TO e", "ALTER DATABASE RENAME"),
         ("REASSIGN OWNED BY a TO b", "REASSIGN OWNED"),
@@ -638,15 +913,78 @@ impl XorShift {
 }
 
 const FRAGMENTS: &[&str] = &[
-    "SELECT", "INSERT INTO", "UPDATE", "DELETE FROM", "MERGE INTO", "WITH x AS (", ")", "(", ",",
-    ";", "ops.t", "\"Q\".\"t\"", "U&\"d\\0061t\"", "*", "FROM", "WHERE", "SET", "a = 1", "VALUES (1)",
-    "RETURNING *", "USING", "ON CONFLICT DO NOTHING", "COPY", "TO STDOUT", "FROM STDIN", "EXPLAIN",
-    "ANALYZE", "PREPARE p AS", "EXECUTE p", "DO $$ x $$", "$$", "'", "''", "--", "/*", "*/", "\n",
-    "set_config('search_path', 'x', false)", "dblink('x')", "UNION", "LATERAL", "JOIN", "ON true",
-    "CREATE TABLE", "ALTER TABLE", "DROP", "GRANT ALL ON", "TO x", "TRUNCATE", "RESET ALL", "BEGIN",
-    "COMMIT", "SAVEPOINT s", "CREATE FUNCTION f() RETURNS int AS", "LANGUAGE sql", "CALL p()",
-    "SET search_path =", "DEFAULT", "ROW LEVEL SECURITY", "CREATE RULE r AS ON INSERT TO", "DO INSTEAD",
-    "1", "NULL", "::int", "E'\\''", "[", "]", "$1", "IN (SELECT 1)", "EXISTS (", "CASE WHEN", "END",
+    "SELECT",
+    "INSERT INTO",
+    "UPDATE",
+    "DELETE FROM",
+    "MERGE INTO",
+    "WITH x AS (",
+    ")",
+    "(",
+    ",",
+    ";",
+    "ops.t",
+    "\"Q\".\"t\"",
+    "U&\"d\\0061t\"",
+    "*",
+    "FROM",
+    "WHERE",
+    "SET",
+    "a = 1",
+    "VALUES (1)",
+    "RETURNING *",
+    "USING",
+    "ON CONFLICT DO NOTHING",
+    "COPY",
+    "TO STDOUT",
+    "FROM STDIN",
+    "EXPLAIN",
+    "ANALYZE",
+    "PREPARE p AS",
+    "EXECUTE p",
+    "DO $$ x $$",
+    "$$",
+    "'",
+    "''",
+    "--",
+    "/*",
+    "*/",
+    "\n",
+    "set_config('search_path', 'x', false)",
+    "dblink('x')",
+    "UNION",
+    "LATERAL",
+    "JOIN",
+    "ON true",
+    "CREATE TABLE",
+    "ALTER TABLE",
+    "DROP",
+    "GRANT ALL ON",
+    "TO x",
+    "TRUNCATE",
+    "RESET ALL",
+    "BEGIN",
+    "COMMIT",
+    "SAVEPOINT s",
+    "CREATE FUNCTION f() RETURNS int AS",
+    "LANGUAGE sql",
+    "CALL p()",
+    "SET search_path =",
+    "DEFAULT",
+    "ROW LEVEL SECURITY",
+    "CREATE RULE r AS ON INSERT TO",
+    "DO INSTEAD",
+    "1",
+    "NULL",
+    "::int",
+    "E'\\''",
+    "[",
+    "]",
+    "$1",
+    "IN (SELECT 1)",
+    "EXISTS (",
+    "CASE WHEN",
+    "END",
 ];
 
 #[test]
@@ -705,4 +1043,76 @@ fn deep_nesting_fails_closed_or_classifies() {
         Err(_) => {}
         Ok(v) => assert_eq!(accesses(&v[0]), set(&["W ops.t"])),
     }
+}
+
+/// Independent oracle for the generated `children()`: pg_query's protobuf
+/// types also derive `serde::Serialize`, which reaches every field. Every
+/// RangeVar and FuncCall in the serialized tree must also be reached by the
+/// walk (a missed subtree would be a missed write).
+#[test]
+fn walk_reaches_every_relation_and_call() {
+    use pg_query::NodeRef;
+
+    fn count_json(v: &serde_json::Value, rv: &mut usize, fc: &mut usize) {
+        match v {
+            serde_json::Value::Object(m) => {
+                if m.contains_key("relname") && m.contains_key("relpersistence") {
+                    *rv += 1;
+                }
+                if m.contains_key("funcname") && m.contains_key("agg_star") {
+                    *fc += 1;
+                }
+                m.values().for_each(|x| count_json(x, rv, fc));
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|x| count_json(x, rv, fc)),
+            _ => {}
+        }
+    }
+    fn count_walk(n: NodeRef<'_>, rv: &mut usize, fc: &mut usize) {
+        match n {
+            NodeRef::RangeVar(_) => *rv += 1,
+            NodeRef::FuncCall(_) => *fc += 1,
+            _ => {}
+        }
+        let mut kids = Vec::new();
+        super::children::children(n, &mut kids);
+        kids.into_iter().for_each(|k| count_walk(k, rv, fc));
+    }
+
+    let extra = [
+        "SELECT f(a) FROM ops.a UNION ALL (SELECT g() FROM ops.b INTERSECT SELECT h() FROM ops.c)",
+        "SELECT * FROM ROWS FROM (f(1), g(2)) WITH ORDINALITY AS r(a int, b int)",
+        "SELECT * FROM JSON_TABLE((SELECT j FROM ops.j), '$[*]' COLUMNS (a int PATH '$.a' DEFAULT f() ON EMPTY))",
+        "MERGE INTO ops.t USING (SELECT * FROM ops.s) s ON f(s.id) WHEN NOT MATCHED THEN INSERT VALUES (g()) RETURNING h()",
+        "CREATE TABLE ops.c (a int CHECK (f(a)), b int GENERATED ALWAYS AS (g(a)) STORED) PARTITION BY RANGE (h(a))",
+        "CREATE INDEX ON ops.t (f(a)) INCLUDE (b) WHERE g(b)",
+        "ALTER TABLE ops.t ALTER COLUMN a SET DEFAULT f(), ADD CONSTRAINT c EXCLUDE USING gist (g(a) WITH =)",
+        "CREATE POLICY p ON ops.t USING (f()) WITH CHECK (EXISTS (SELECT 1 FROM ops.u WHERE g()))",
+        "CREATE TRIGGER t AFTER UPDATE ON ops.t REFERENCING NEW TABLE AS n FOR EACH STATEMENT WHEN (f()) EXECUTE FUNCTION g()",
+        "COPY ops.t FROM STDIN WHERE f(a)",
+        "SELECT a FROM ops.t GROUP BY GROUPING SETS ((f(a)), ()) HAVING g() WINDOW w AS (ORDER BY h())",
+        "UPDATE ops.t SET (a, b) = (SELECT f(), g() FROM ops.u) WHERE CURRENT OF c",
+        "SELECT * FROM ops.t TABLESAMPLE bernoulli (f()) REPEATABLE (g())",
+        "INSERT INTO ops.t OVERRIDING SYSTEM VALUE SELECT * FROM ops.s ON CONFLICT (f(a)) WHERE g() DO UPDATE SET a = h() WHERE i()",
+    ];
+    let corpus = ACCESS_CASES.iter().map(|c| c.0).chain(extra);
+    let mut total = 0;
+    for sql in corpus {
+        let parsed = pg_query::parse(sql, pg_query::ParserOptions::DEFAULT).unwrap();
+        let json = serde_json::to_value(&parsed.protobuf).unwrap();
+        let (mut jr, mut jf, mut wr, mut wf) = (0, 0, 0, 0);
+        count_json(&json, &mut jr, &mut jf);
+        for raw in &parsed.protobuf.stmts {
+            if let Some(n) = raw.stmt.as_deref().and_then(|n| n.node.as_ref()) {
+                count_walk(n.to_ref(), &mut wr, &mut wf);
+            }
+        }
+        assert_eq!(
+            (wr, wf),
+            (jr, jf),
+            "{sql}: walk (rangevars, calls) vs serde"
+        );
+        total += jr + jf;
+    }
+    assert!(total > 150, "oracle saw too little ({total})");
 }

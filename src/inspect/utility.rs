@@ -21,13 +21,11 @@ pub(super) fn apply(info: &mut StatementInfo, n: NodeRef<'_>) {
     match n {
         NodeRef::VariableSetStmt(s) => variable_set(info, s),
         NodeRef::TransactionStmt(s) => info.txn = Some(txn(s.kind)),
-        NodeRef::DiscardStmt(s) => {
-            if s.target == DiscardMode::DiscardAll as i32 {
-                // DISCARD ALL = RESET ALL + DEALLOCATE ALL + CLOSE ALL + ...
-                info.settings_changed.push(ALL_SETTINGS.to_owned());
-                info.search_path = Some(SearchPathChange::Reset { local: false });
-                info.deallocates = Some(None);
-            }
+        // DISCARD ALL = RESET ALL + DEALLOCATE ALL + CLOSE ALL + ...
+        NodeRef::DiscardStmt(s) if s.target == DiscardMode::DiscardAll as i32 => {
+            info.settings_changed.push(ALL_SETTINGS.to_owned());
+            info.search_path = Some(SearchPathChange::Reset { local: false });
+            info.deallocates = Some(None);
         }
         NodeRef::DeallocateStmt(s) => {
             info.deallocates = Some(if s.isall || s.name.is_empty() {

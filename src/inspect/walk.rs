@@ -142,7 +142,7 @@ impl Collector {
             NodeRef::RangeVar(rv) => {
                 let is_cte = rv.schemaname.is_empty()
                     && rv.catalogname.is_empty()
-                    && self.ctes.iter().any(|c| *c == rv.relname);
+                    && self.ctes.contains(&rv.relname);
                 if !is_cte {
                     self.access(Action::Read, names::range_var(rv));
                 }
