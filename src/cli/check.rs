@@ -42,7 +42,11 @@ pub fn run(args: CheckArgs) -> i32 {
         "identity {} -> class {} ({})",
         args.user,
         policy.class_name(class),
-        if restricted { "restricted" } else { "unrestricted" }
+        if restricted {
+            "restricted"
+        } else {
+            "unrestricted"
+        }
     );
     let initial = match &args.search_path {
         Some(p) => SearchPath::Known(p.split(',').map(|s| s.trim().to_string()).collect()),
@@ -53,7 +57,10 @@ pub fn run(args: CheckArgs) -> i32 {
         Err(e) => {
             println!("cannot parse: {e}");
             return if restricted {
-                println!("decision: REFUSED (rule {}): restricted identities may only run SQL pgward can parse", crate::policy::OPAQUE_RULE);
+                println!(
+                    "decision: REFUSED (rule {}): restricted identities may only run SQL pgward can parse",
+                    crate::policy::OPAQUE_RULE
+                );
                 EXIT_DENIED
             } else {
                 println!("decision: forwarded (PostgreSQL reports the error)");
@@ -61,7 +68,11 @@ pub fn run(args: CheckArgs) -> i32 {
             };
         }
     };
-    let certainty = if statements.len() > 1 { Certainty::Batched } else { Certainty::Alone };
+    let certainty = if statements.len() > 1 {
+        Certainty::Batched
+    } else {
+        Certainty::Alone
+    };
     let mut path = PathTracker::new(initial);
     let mut refused = false;
     for (i, stmt) in statements.iter().enumerate() {

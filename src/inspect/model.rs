@@ -87,5 +87,8 @@ pub struct StatementInfo {
     /// Run-time settings the statement changes or reads by name through SET/RESET/set_config
     /// (folded names, e.g. "app.current_tenant"); `"*"` for RESET ALL / DISCARD ALL.
     pub settings_changed: Vec<String>,
+    /// `ALTER ROLE/DATABASE/SYSTEM ... SET`: changes the defaults of future
+    /// sessions, which pgward cannot follow from inside them.
+    pub persists_settings: bool,
     pub opaque: Vec<Opaque>,
 }

@@ -126,4 +126,5 @@ fn persistent_setting(info: &mut StatementInfo, s: Option<&VariableSetStmt>) {
         _ => ALL_SETTINGS.to_owned(),
     };
     info.settings_changed.push(name);
+    info.persists_settings = true;
 }

@@ -44,6 +44,20 @@ mod tests;
 /// Rule id quoted when a statement is refused because it cannot be inspected.
 pub const OPAQUE_RULE: &str = "pgward.opaque";
 
+/// Rule id quoted when a statement would change how pgward must read the
+/// session's later statements.
+pub const SESSION_RULE: &str = "pgward.session-integrity";
+
+/// Settings that change how the server reads SQL text. pgward parses as UTF-8
+/// with standard_conforming_strings on; were a restricted client to change
+/// these, the server could see statements pgward never saw (a backslash
+/// inside a string literal, a multi-byte character swallowing a quote).
+const LEXICAL_SETTINGS: &[&str] = &[
+    "standard_conforming_strings",
+    "client_encoding",
+    "backslash_quote",
+];
+
 /// An identity class, an index into the policy's classes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ClassId(pub usize);
@@ -401,6 +415,33 @@ struct Finding {
     hint: Option<String>,
 }
 
+/// What in `stmt` would undermine pgward's view of the session, if anything.
+fn session_integrity_violation(stmt: &StatementInfo) -> Option<String> {
+    if stmt.persists_settings {
+        return Some(
+            "ALTER ROLE/DATABASE/SYSTEM ... SET (it changes later sessions' settings, which pgward cannot follow)"
+                .to_owned(),
+        );
+    }
+    if let Some(name) = stmt
+        .settings_changed
+        .iter()
+        .find(|s| LEXICAL_SETTINGS.contains(&s.as_str()))
+    {
+        return Some(format!(
+            "changing {name} (pgward reads SQL as UTF-8 with standard_conforming_strings on)"
+        ));
+    }
+    // "*" with an unknown search_path is set_config() of a name only known at
+    // run time (RESET ALL and DISCARD ALL reset the path to a known value).
+    if stmt.settings_changed.iter().any(|s| s == "*")
+        && stmt.search_path == Some(crate::inspect::SearchPathChange::Unknown)
+    {
+        return Some("set_config() of a setting named at run time".to_owned());
+    }
+    None
+}
+
 /// Judging state for one statement: the first enforced and the first
 /// monitored refusal found.
 struct Judge<'a> {
@@ -443,6 +484,25 @@ impl Judge<'_> {
                     c.name
                 )
             });
+        }
+        if let Some(what) = session_integrity_violation(stmt)
+            && self.deny.is_none()
+        {
+            let (identity, c) = (self.identity, self.c);
+            self.record(
+                c.mode,
+                || Finding {
+                    rule: SESSION_RULE.to_owned(),
+                    reason: String::new(),
+                    hint: Some("leave these settings at their defaults".to_owned()),
+                },
+                |verb| {
+                    format!(
+                        "pgward: {context}{what} {verb} for {identity} (class {}) by rule {SESSION_RULE}",
+                        c.name
+                    )
+                },
+            );
         }
         for a in &stmt.accesses {
             if self.deny.is_some() {

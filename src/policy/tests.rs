@@ -642,3 +642,38 @@ protected:
         Allow
     );
 }
+
+/// Settings that would let the server read SQL differently from pgward, or
+/// change later sessions behind pgward's back, are refused for restricted
+/// classes only. Inspected from real SQL, so the inspector's labels are covered too.
+#[test]
+fn session_integrity_is_enforced_for_restricted_classes() {
+    let p = shipped();
+    let worker = p.class_for_user("dragonfly_app");
+    let service = p.class_for_user("service_role");
+    for sql in [
+        "SET standard_conforming_strings = off",
+        "SET client_encoding = 'SJIS'",
+        "SELECT set_config('standard_conforming_strings', 'off', false)",
+        "ALTER ROLE CURRENT_USER SET search_path = ops",
+        "ALTER DATABASE dragonfly SET search_path = ops",
+        "SELECT set_config(current_user, 'x', false)",
+    ] {
+        let stmts = crate::inspect::inspect(sql).unwrap();
+        let d = p.decide(worker, "dragonfly_app", &stmts[0], &public());
+        assert_eq!(d.verdict, Deny, "{sql}: {d:?}");
+        assert_eq!(d.rule.as_deref(), Some(SESSION_RULE), "{sql}");
+        let d = p.decide(service, "service_role", &stmts[0], &public());
+        assert_eq!(d.verdict, Allow, "{sql}");
+    }
+    for sql in [
+        "RESET ALL",
+        "DISCARD ALL",
+        "SET statement_timeout = 5000",
+        "SET search_path = public",
+    ] {
+        let stmts = crate::inspect::inspect(sql).unwrap();
+        let d = p.decide(worker, "dragonfly_app", &stmts[0], &public());
+        assert_eq!(d.verdict, Allow, "{sql}: {d:?}");
+    }
+}

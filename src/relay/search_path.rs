@@ -79,7 +79,9 @@ impl PathTracker {
             return;
         };
         let (value, local) = match change {
-            SearchPathChange::Set { schemas, local } => (SearchPath::Known(schemas.clone()), *local),
+            SearchPathChange::Set { schemas, local } => {
+                (SearchPath::Known(schemas.clone()), *local)
+            }
             SearchPathChange::Reset { local } => (self.initial.clone(), *local),
             SearchPathChange::Unknown => (SearchPath::Unknown, false),
         };
@@ -87,7 +89,11 @@ impl PathTracker {
             // SET LOCAL outside a block only raises a warning.
             (false, true) => {}
             (false, false) => {
-                self.session = if certainty == Certainty::Alone { value } else { SearchPath::Unknown };
+                self.session = if certainty == Certainty::Alone {
+                    value
+                } else {
+                    SearchPath::Unknown
+                };
             }
             (true, true) => self.local = Some(value),
             (true, false) => {
@@ -102,7 +108,11 @@ impl PathTracker {
             TxnControl::Begin => self.in_block = true,
             TxnControl::Commit => {
                 if let Some(value) = self.in_txn.take() {
-                    self.session = if committed_cleanly { value } else { SearchPath::Unknown };
+                    self.session = if committed_cleanly {
+                        value
+                    } else {
+                        SearchPath::Unknown
+                    };
                 }
                 self.end_block();
             }
@@ -211,7 +221,11 @@ mod tests {
         p.apply(&txn(TxnControl::Begin), Certainty::Alone, false);
         p.apply(&txn(TxnControl::Savepoint), Certainty::Alone, false);
         p.apply(&set(&["public"], true), Certainty::Alone, false);
-        p.apply(&txn(TxnControl::RollbackToSavepoint), Certainty::Alone, false);
+        p.apply(
+            &txn(TxnControl::RollbackToSavepoint),
+            Certainty::Alone,
+            false,
+        );
         assert_eq!(p.current(), &SearchPath::Unknown);
     }
 }
@@ -288,14 +302,30 @@ mod option_tests {
 
     #[test]
     fn finds_settings_in_every_form() {
-        assert_eq!(startup_setting("-c search_path=ops", "search_path").as_deref(), Some("ops"));
-        assert_eq!(startup_setting("-csearch_path=a,b", "search_path").as_deref(), Some("a,b"));
-        assert_eq!(startup_setting("--search-path=x", "search_path").as_deref(), Some("x"));
         assert_eq!(
-            startup_setting("-c app.current_tenant=acme -c search_path=a,\\ b", "search_path").as_deref(),
+            startup_setting("-c search_path=ops", "search_path").as_deref(),
+            Some("ops")
+        );
+        assert_eq!(
+            startup_setting("-csearch_path=a,b", "search_path").as_deref(),
+            Some("a,b")
+        );
+        assert_eq!(
+            startup_setting("--search-path=x", "search_path").as_deref(),
+            Some("x")
+        );
+        assert_eq!(
+            startup_setting(
+                "-c app.current_tenant=acme -c search_path=a,\\ b",
+                "search_path"
+            )
+            .as_deref(),
             Some("a, b")
         );
-        assert_eq!(startup_setting("-c statement_timeout=5", "search_path"), None);
+        assert_eq!(
+            startup_setting("-c statement_timeout=5", "search_path"),
+            None
+        );
     }
 
     #[test]
