@@ -388,7 +388,8 @@ fn cluster_dies_with_the_test_process() {
         ])
         .env("PGWARD_RIG_CHILD", "1")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        // Its panics (e.g. a cluster that cannot start) explain a failure here.
+        .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();

@@ -25,7 +25,8 @@
 //! write end. When the process exits, however it exits, the kernel closes
 //! that end, the watchdog's `read` sees end-of-file, and it stops what it
 //! guards: postgres gets SIGQUIT (immediate shutdown), then SIGKILL, and the
-//! temporary directory is removed; a proxy gets SIGTERM, then SIGKILL. The
+//! temporary directory is removed; a proxy gets SIGTERM, then SIGKILL, and
+//! its directory (policy file, log) is removed. The
 //! watchdog ignores SIGINT/SIGTERM/SIGHUP/SIGQUIT so that the Ctrl-C or
 //! `timeout` that killed the tests does not kill it before it has cleaned up,
 //! and it checks `/proc/PID/comm` before signalling so that a recycled PID is
@@ -93,8 +94,11 @@ pub const WORKER_PASSWORD: &str = "dragonfly";
 const PG_START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long pgward may take to accept TCP connections.
 const PROXY_START_TIMEOUT: Duration = Duration::from_secs(10);
-/// Between SIGTERM and SIGKILL when a proxy is dropped.
-const PROXY_KILL_GRACE: Duration = Duration::from_secs(5);
+/// Between SIGTERM and SIGKILL when a proxy is dropped. Short on purpose:
+/// `Drop` blocks the test's runtime, so the test's own open sessions cannot
+/// close and pgward would drain them for its whole drain timeout; a test
+/// that cares about graceful exit calls `terminate_and_wait*` itself.
+const PROXY_KILL_GRACE: Duration = Duration::from_secs(1);
 /// Every client connection attempt gives up after this.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -647,7 +651,7 @@ fi
 rm -rf "$1"
 "#;
 
-/// Watchdog for a proxy: $1 is its PID.
+/// Watchdog for a proxy: $1 is its PID, $2 its temporary directory.
 const PROXY_WATCHDOG: &str = r#"
 trap '' HUP INT QUIT TERM PIPE
 if read -r _; then exit 0; fi
@@ -656,11 +660,13 @@ alive() {
     state=$(sed 's/^.*) \(.\).*$/\1/' "/proc/$1/stat" 2>/dev/null)
     [ "$state" != Z ] && [ "$(cat "/proc/$1/comm" 2>/dev/null)" = pgward ]
 }
-alive "$1" || exit 0
-kill -TERM "$1" 2>/dev/null
-n=0
-while alive "$1" && [ "$n" -lt 50 ]; do sleep 0.1; n=$((n + 1)); done
-if alive "$1"; then kill -KILL "$1" 2>/dev/null; fi
+if alive "$1"; then
+    kill -TERM "$1" 2>/dev/null
+    n=0
+    while alive "$1" && [ "$n" -lt 50 ]; do sleep 0.1; n=$((n + 1)); done
+    if alive "$1"; then kill -KILL "$1" 2>/dev/null; fi
+fi
+rm -rf "$2"
 "#;
 
 /// A `/bin/sh` script that acts when our end of its stdin closes: see the
@@ -884,7 +890,9 @@ impl ProxyBuilder {
             .args(["--listen", &listen, "--upstream", &self.upstream])
             .args(&self.args)
             .env("RUST_LOG", "info")
-            .env_remove("RUST_LOG_STYLE")
+            // The log is read by tests and people, not a terminal: no ANSI
+            // colour codes (tracing-subscriber honours NO_COLOR).
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log_err));
@@ -895,7 +903,7 @@ impl ProxyBuilder {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", env!("CARGO_BIN_EXE_pgward")));
         let pid = child.id().to_string();
-        let watchdog = Watchdog::spawn(PROXY_WATCHDOG, &[OsStr::new(&pid)])
+        let watchdog = Watchdog::spawn(PROXY_WATCHDOG, &[OsStr::new(&pid), dir.path().as_os_str()])
             .expect("cannot start the cleanup watchdog (/bin/sh)");
         let mut proxy = ProxyProcess {
             port,
@@ -1029,9 +1037,15 @@ impl ProxyProcess {
         }
     }
 
-    /// Sends SIGTERM and waits for the exit (graceful shutdown tests).
-    /// Panics, with the log, if pgward is still running after `timeout`;
-    /// it is then killed by `Drop`.
+    /// Sends SIGTERM and waits for the exit, blocking the thread. Panics,
+    /// with the log, if pgward is still running after `timeout` (it is then
+    /// killed by `Drop`).
+    ///
+    /// Blocking matters in `#[tokio::test]` (a current-thread runtime):
+    /// while this waits, no client task of the test runs, so open sessions
+    /// neither finish nor close and pgward drains them until its
+    /// `limits.drain_timeout_ms`. Graceful-shutdown tests with live sessions
+    /// want [`ProxyProcess::terminate_and_wait_async`].
     pub fn terminate_and_wait(&mut self, timeout: Duration) -> ExitStatus {
         if let Some(status) = self.exited {
             return status;
@@ -1039,22 +1053,35 @@ impl ProxyProcess {
         self.signal("TERM");
         match self.wait_exit(timeout) {
             Some(status) => status,
-            None => panic!(
-                "pgward did not exit within {timeout:?} of SIGTERM\n--- pgward log ---\n{}",
-                self.log()
-            ),
+            None => self.panic_still_running(timeout),
         }
     }
 
-    /// Waits up to `timeout` for pgward to exit by itself.
-    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        if self.exited.is_some() {
-            return self.exited;
+    /// [`ProxyProcess::terminate_and_wait`] that lets the test's other tasks
+    /// (its client connections) run meanwhile.
+    pub async fn terminate_and_wait_async(&mut self, timeout: Duration) -> ExitStatus {
+        if let Some(status) = self.exited {
+            return status;
         }
+        self.signal("TERM");
+        match self.wait_exit_async(timeout).await {
+            Some(status) => status,
+            None => self.panic_still_running(timeout),
+        }
+    }
+
+    fn panic_still_running(&self, timeout: Duration) -> ! {
+        panic!(
+            "pgward did not exit within {timeout:?} of SIGTERM\n--- pgward log ---\n{}",
+            self.log()
+        )
+    }
+
+    /// Waits up to `timeout` for pgward to exit by itself (blocking).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(status) = self.child.try_wait().expect("cannot poll pgward") {
-                self.exited = Some(status);
+            if let Some(status) = self.poll_exit() {
                 return Some(status);
             }
             if Instant::now() >= deadline {
@@ -1062,6 +1089,28 @@ impl ProxyProcess {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// [`ProxyProcess::wait_exit`] without blocking the runtime.
+    pub async fn wait_exit_async(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.poll_exit() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The exit status if pgward has exited (reaping it).
+    pub fn poll_exit(&mut self) -> Option<ExitStatus> {
+        if self.exited.is_none() {
+            self.exited = self.child.try_wait().expect("cannot poll pgward");
+        }
+        self.exited
     }
 
     /// Sends a signal by name ("TERM", "INT", "HUP", ...) via kill(1).
