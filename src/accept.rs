@@ -49,6 +49,12 @@ pub async fn serve(
                 .await;
                 match opened {
                     Err(_) => tracing::info!("startup timed out"),
+                    // A bare TCP connect-and-close (health checks, port probes) is routine.
+                    Ok(Err(startup::StartupFailure::BadPacket(
+                        crate::protocol::startup::StartupError::Io(e),
+                    ))) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                        tracing::debug!("connection closed before a startup packet")
+                    }
                     Ok(Err(e)) => tracing::info!("connection refused during startup: {e}"),
                     Ok(Ok(Opened::Cancel)) => {}
                     Ok(Ok(Opened::Session(session))) => {

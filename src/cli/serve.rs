@@ -55,6 +55,13 @@ pub fn run(args: ServeArgs) -> i32 {
             "pgward {} ready",
             env!("CARGO_PKG_VERSION")
         );
+        if config.server.tls.is_some() && config.server.upstream_tls.is_some() {
+            tracing::warn!(
+                "TLS on both legs: SCRAM clients must connect with channel_binding=disable \
+                 (PostgreSQL offers channel binding on its TLS leg, and a client on TLS that \
+                 is not offered it by pgward is refused as a possible downgrade)"
+            );
+        }
         let shutdown = CancellationToken::new();
         let signals = match shutdown_on_signal(shutdown.clone()) {
             Ok(s) => s,
