@@ -14,8 +14,7 @@ use pgward::protocol::frame::{FrameReader, Want};
 use pgward::protocol::reply::{PgError, Severity};
 
 const SELECT: &str = "SELECT abalance FROM pgbench_accounts WHERE aid = $1";
-const WORKER_READ: &str =
-    "SELECT j.id, j.case_number FROM public.judgments j JOIN public.plaintiffs p ON p.id = j.plaintiff_id WHERE j.status = $1";
+const WORKER_READ: &str = "SELECT j.id, j.case_number FROM public.judgments j JOIN public.plaintiffs p ON p.id = j.plaintiff_id WHERE j.status = $1";
 const WORKER_WRITE: &str = "DELETE FROM ONLY ops.job_queue WHERE status = 'failed'";
 
 fn shipped_policy() -> Policy {
@@ -29,7 +28,11 @@ fn classify_and_decide(c: &mut Criterion) {
     let worker = policy.class_for_user("dragonfly_app");
     let path = SearchPath::Known(vec!["$user".into(), "public".into()]);
     let mut g = c.benchmark_group("classify+decide");
-    for (name, sql) in [("select", SELECT), ("worker_read", WORKER_READ), ("worker_write", WORKER_WRITE)] {
+    for (name, sql) in [
+        ("select", SELECT),
+        ("worker_read", WORKER_READ),
+        ("worker_write", WORKER_WRITE),
+    ] {
         g.bench_function(format!("cold/{name}"), |b| {
             b.iter(|| {
                 let stmts = inspect(black_box(sql)).unwrap();
@@ -55,12 +58,18 @@ fn classify_and_decide(c: &mut Criterion) {
 fn frames(c: &mut Criterion) {
     // A pgbench-like extended-protocol batch: Bind, Execute, Sync.
     let mut batch = Vec::new();
-    for (tag, body) in [(b'B', &b"\0\0\0\0\0\x01\0\0\0\x041234\0\x01\0\x01"[..]), (b'E', b"\0\0\0\0\0"), (b'S', b"")] {
+    for (tag, body) in [
+        (b'B', &b"\0\0\0\0\0\x01\0\0\0\x041234\0\x01\0\x01"[..]),
+        (b'E', b"\0\0\0\0\0"),
+        (b'S', b""),
+    ] {
         batch.push(tag);
         batch.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
         batch.extend_from_slice(body);
     }
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     c.bench_function("frame/split_bind_execute_sync", |b| {
         b.iter(|| {
             rt.block_on(async {
@@ -72,8 +81,12 @@ fn frames(c: &mut Criterion) {
         })
     });
     c.bench_function("frame/encode_refusal", |b| {
-        let err = PgError::new(Severity::Error, "42501", "pgward: write on ops.job_queue denied")
-            .with_hint("use ops.queue_job(...)");
+        let err = PgError::new(
+            Severity::Error,
+            "42501",
+            "pgward: write on ops.job_queue denied",
+        )
+        .with_hint("use ops.queue_job(...)");
         b.iter(|| {
             let mut buf = BytesMut::new();
             err.encode(&mut buf);
