@@ -2576,3 +2576,65 @@ async fn pgbench_select_only_every_query_mode() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------
+// 15. FunctionCall
+//
+// The FunctionCall message names a function by OID and carries no SQL, so
+// pgward cannot see what it does: it is relayed for unrestricted identities
+// and refused (fail closed) for restricted ones, with the session intact.
+// ---------------------------------------------------------------------------
+
+fn function_call(oid: u32) -> Vec<u8> {
+    let mut body = oid.to_be_bytes().to_vec();
+    body.extend_from_slice(&0i16.to_be_bytes()); // argument format codes
+    body.extend_from_slice(&0i16.to_be_bytes()); // arguments
+    body.extend_from_slice(&0i16.to_be_bytes()); // result format: text
+    frame(b'F', &body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn function_call_is_relayed_or_refused_by_class() {
+    let pg = PgCluster::shared();
+    let su = pg.connect_superuser("postgres").await;
+    let oid: u32 = su
+        .query_one("SELECT 'pg_backend_pid'::regproc::oid", &[])
+        .await
+        .unwrap()
+        .get(0);
+
+    let open = plain_proxy();
+    let (mut raw, _) = Raw::login(open.addr(), "postgres").await;
+    raw.send(&function_call(oid)).await;
+    let msgs = raw.until_ready().await;
+    assert_eq!(tags(&msgs), "VZ", "{:?}", summaries(&msgs));
+
+    let restricted = ProxyProcess::start(
+        pg.port(),
+        "identities:\n  default_class: locked\n  classes:\n    locked:\n      restricted: true\n",
+    );
+    let (mut raw, _) = Raw::login(restricted.addr(), "postgres").await;
+    raw.send(&function_call(oid)).await;
+    let msgs = raw.until_ready().await;
+    assert_eq!(tags(&msgs), "EZ", "{:?}", summaries(&msgs));
+    assert_eq!(
+        msgs[0].sqlstate().as_deref(),
+        Some("42501"),
+        "{:?}",
+        summaries(&msgs)
+    );
+    assert!(
+        msgs[0]
+            .field(b'M')
+            .unwrap_or_default()
+            .contains("FunctionCall")
+    );
+    assert_eq!(msgs[1].body, b"I");
+    let msgs = raw.query("SELECT 41 + 1").await;
+    assert_eq!(
+        first_value(&msgs).as_deref(),
+        Some("42"),
+        "{:?}",
+        summaries(&msgs)
+    );
+}
