@@ -1,17 +1,23 @@
 //! Server → client: responses stream back unchanged, except that pgward
-//! watches ReadyForQuery (transaction status) and swaps its poisons' errors
-//! for the refusals the client should see.
+//! tracks which forwarded message each answer belongs to (so it can drop the
+//! answers to its own injected messages and swap a poison's error for the
+//! refusal the client should see), and records the transaction status.
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use super::shared::SessionShared;
+use super::shared::{Handling, Reach, SessionShared};
 use crate::protocol::TxnStatus;
 use crate::protocol::backend_tag;
 use crate::protocol::fields::error_field;
 use crate::protocol::frame::{FrameError, FrameReader, Piece, Want, body};
 
 const FLUSH_THRESHOLD: usize = 64 * 1024;
+
+/// SQLSTATE in_failed_sql_transaction: the server's answer to any statement in
+/// an aborted transaction block, which is what PostgreSQL would have said to
+/// the refused statement too, so it is relayed as is.
+const IN_FAILED_TRANSACTION: &[u8] = b"25P02";
 
 /// How the server side of a session ended.
 #[derive(Debug)]
@@ -24,11 +30,18 @@ pub enum ServerEnd {
     ClientIo(std::io::Error),
 }
 
+/// DataRow and CopyData can be huge and are never looked into: they stream.
+/// Every other message is small and is seen whole, to follow the answers.
 fn backend_want(tag: u8) -> Want {
     match tag {
-        backend_tag::READY_FOR_QUERY | backend_tag::ERROR_RESPONSE => Want::Whole,
-        _ => Want::PassThrough,
+        b'D' | b'd' => Want::PassThrough,
+        _ => Want::Whole,
     }
+}
+
+/// Messages that complete the answer to one extended-protocol message.
+fn completes_extended(tag: u8) -> bool {
+    matches!(tag, b'1' | b'2' | b'3' | b'C' | b'I' | b's' | b'n' | b'T')
 }
 
 pub async fn run<R, W>(
@@ -66,27 +79,11 @@ where
                 }
             }
             Piece::PassThrough(bytes) => out.extend_from_slice(&bytes),
-            Piece::Frame {
-                tag: backend_tag::READY_FOR_QUERY,
-                bytes,
-            } => {
-                if let Some(status) = body(&bytes).first().copied().and_then(TxnStatus::from_byte) {
-                    shared.ready_received(status);
-                }
-                out.extend_from_slice(&bytes);
-            }
-            Piece::Frame { bytes, .. } => {
-                let fields = body(&bytes);
-                if matches!(
-                    error_field(fields, b'V').or(error_field(fields, b'S')),
-                    Some(b"FATAL" | b"PANIC")
-                ) {
+            Piece::Frame { tag, bytes } => {
+                if tag == backend_tag::ERROR_RESPONSE && is_fatal(body(&bytes)) {
                     saw_fatal = true;
                 }
-                match error_field(fields, b'M').and_then(|m| shared.take_refusal(m)) {
-                    Some(refusal) => out.extend_from_slice(&refusal),
-                    None => out.extend_from_slice(&bytes),
-                }
+                route(shared, tag, &bytes, &mut out);
             }
         }
         if !reader.has_buffered() || out.len() >= FLUSH_THRESHOLD {
@@ -95,5 +92,176 @@ where
             }
             out.clear();
         }
+    }
+}
+
+fn is_fatal(fields: &[u8]) -> bool {
+    matches!(
+        error_field(fields, b'V').or(error_field(fields, b'S')),
+        Some(b"FATAL" | b"PANIC")
+    )
+}
+
+/// Matches one whole server message to the answer it belongs to, and appends
+/// what the client should see of it to `out`.
+fn route(shared: &SessionShared, tag: u8, frame: &[u8], out: &mut BytesMut) {
+    // Asynchronous messages belong to no answer.
+    if matches!(tag, b'N' | b'A' | backend_tag::PARAMETER_STATUS) {
+        out.extend_from_slice(frame);
+        return;
+    }
+    let mut queue = shared.queue();
+    match tag {
+        backend_tag::READY_FOR_QUERY => {
+            if let Some(status) = body(frame).first().copied().and_then(TxnStatus::from_byte) {
+                shared.set_txn_status(status);
+            }
+            // Completions still queued were skipped after an error.
+            while let Some(done) = queue.pop_front() {
+                if done.reach != Reach::Completion {
+                    break;
+                }
+            }
+            out.extend_from_slice(frame);
+        }
+        backend_tag::ERROR_RESPONSE => {
+            let Some(front) = queue.front() else {
+                out.extend_from_slice(frame);
+                return;
+            };
+            match &front.handling {
+                Handling::Refusal(refusal)
+                    if error_field(body(frame), b'C') != Some(IN_FAILED_TRANSACTION) =>
+                {
+                    out.extend_from_slice(refusal)
+                }
+                _ => out.extend_from_slice(frame),
+            }
+            if front.reach == Reach::Completion {
+                // The server now skips every message up to Sync.
+                while queue.front().is_some_and(|e| e.reach == Reach::Completion) {
+                    queue.pop_front();
+                }
+            }
+        }
+        _ => {
+            let Some(front) = queue.front_mut() else {
+                out.extend_from_slice(frame);
+                return;
+            };
+            let swallow = match &front.handling {
+                Handling::Swallow => true,
+                Handling::SwallowCommandCompletes(ordinals) => {
+                    tag == b'C' && ordinals.contains(&front.completes_seen)
+                }
+                Handling::Relay | Handling::Refusal(_) => false,
+            };
+            if tag == b'C' {
+                front.completes_seen += 1;
+            }
+            if front.reach == Reach::Completion && completes_extended(tag) {
+                queue.pop_front();
+            }
+            if !swallow {
+                out.extend_from_slice(frame);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::reply::{PgError, Severity};
+
+    fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = vec![tag];
+        v.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    fn feed(shared: &SessionShared, msgs: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        for m in msgs {
+            route(shared, m[0], m, &mut out);
+        }
+        out.to_vec()
+    }
+
+    #[test]
+    fn swallows_only_injected_answers() {
+        let shared = SessionShared::default();
+        for _ in 0..4 {
+            shared.expect(Reach::Completion, Handling::Swallow);
+        }
+        shared.expect(Reach::Completion, Handling::Relay);
+        shared.expect(Reach::Sync, Handling::Relay);
+        let client_complete = msg(b'C', b"SELECT 1\0");
+        let ready = msg(b'Z', b"I");
+        let out = feed(
+            &shared,
+            &[
+                msg(b'1', b""),
+                msg(b'2', b""),
+                msg(b'N', b"SNOTICE\0\0"),
+                msg(b'C', b"SET\0"),
+                msg(b'3', b""),
+                client_complete.clone(),
+                ready.clone(),
+            ],
+        );
+        let mut expected = msg(b'N', b"SNOTICE\0\0");
+        expected.extend(client_complete);
+        expected.extend(ready);
+        assert_eq!(out, expected);
+        assert!(!shared.busy());
+    }
+
+    #[test]
+    fn error_skips_to_sync_and_poison_error_is_replaced() {
+        let shared = SessionShared::default();
+        let refusal = PgError::new(Severity::Error, "42501", "refused").to_bytes();
+        shared.expect(Reach::Completion, Handling::Refusal(refusal.clone()));
+        shared.expect(Reach::Completion, Handling::Relay);
+        shared.expect(Reach::Sync, Handling::Relay);
+        let out = feed(&shared, &[msg(b'E', b"SERROR\0C42P01\0\0"), msg(b'Z', b"I")]);
+        let mut expected = refusal.to_vec();
+        expected.extend(msg(b'Z', b"I"));
+        assert_eq!(out, expected);
+        assert!(!shared.busy());
+    }
+
+    #[test]
+    fn failed_transaction_error_is_relayed_as_is() {
+        let shared = SessionShared::default();
+        let refusal = PgError::new(Severity::Error, "42501", "refused").to_bytes();
+        shared.expect(Reach::UntilReady, Handling::Refusal(refusal));
+        let natural = msg(b'E', b"SERROR\0C25P02\0\0");
+        let out = feed(&shared, &[natural.clone(), msg(b'Z', b"E")]);
+        assert!(out.starts_with(&natural));
+        assert_eq!(shared.txn_status(), TxnStatus::Failed);
+    }
+
+    #[test]
+    fn drops_inserted_statements_command_completes() {
+        let shared = SessionShared::default();
+        shared.expect(Reach::UntilReady, Handling::SwallowCommandCompletes(vec![0, 2]));
+        let out = feed(
+            &shared,
+            &[
+                msg(b'C', b"SET\0"),
+                msg(b'C', b"COMMIT\0"),
+                msg(b'C', b"SET\0"),
+                msg(b'T', b"\0\0"),
+                msg(b'C', b"SELECT 0\0"),
+                msg(b'Z', b"T"),
+            ],
+        );
+        let mut expected = msg(b'C', b"COMMIT\0");
+        expected.extend(msg(b'T', b"\0\0"));
+        expected.extend(msg(b'C', b"SELECT 0\0"));
+        expected.extend(msg(b'Z', b"T"));
+        assert_eq!(out, expected);
     }
 }

@@ -5,15 +5,15 @@
 //! same state as if it had refused the statement itself (an explicit
 //! transaction failed, the rest of an extended-protocol batch skipped up to
 //! Sync, the implicit transaction rolled back). So pgward sends a "poison" in
-//! its place: a statement that fails on the server at the same point, naming
-//! a unique marker. The backend half then swaps the server's error for the
-//! refusal (see [`super::shared::PendingRefusal`]).
+//! its place: a statement that fails on the server at the same point. The
+//! backend half, which knows which answer belongs to which message (see
+//! [`super::shared::Expected`]), then swaps the server's error for the refusal.
 
 use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::gate::{Gate, Verdict};
-use super::shared::{PendingRefusal, SessionShared};
+use super::shared::{Handling, Reach, SessionShared};
 use crate::protocol::fields::Fields;
 use crate::protocol::frame::{FrameError, FrameReader, Piece, Want, body};
 use crate::protocol::reply::PgError;
@@ -44,9 +44,6 @@ fn frontend_want(tag: u8) -> Want {
 pub struct Frontend<'a> {
     pub shared: &'a SessionShared,
     pub gate: &'a mut Gate,
-    /// Random per session, so no client can predict a poison's marker.
-    pub nonce: u64,
-    pub refusals: u64,
 }
 
 impl Frontend<'_> {
@@ -92,13 +89,16 @@ impl Frontend<'_> {
     fn on_frame(&mut self, t: u8, frame: &[u8], out: &mut BytesMut) -> bool {
         match t {
             tag::QUERY => {
-                self.shared.expect_ready();
                 let sql = Fields::new(body(frame)).cstr();
                 match self.gate.on_query(sql, self.shared) {
-                    Verdict::Forward => out.extend_from_slice(frame),
+                    Verdict::Forward => {
+                        out.extend_from_slice(frame);
+                        self.shared.expect(Reach::UntilReady, Handling::Relay);
+                    }
                     Verdict::Refuse(err) => {
-                        let marker = self.refusal(&err, self.shared.next_ready_seq() - 1);
-                        encode_poison_query(&marker, out);
+                        encode_poison_query(out);
+                        self.shared
+                            .expect(Reach::UntilReady, Handling::Refusal(err.to_bytes()));
                     }
                 }
             }
@@ -107,48 +107,47 @@ impl Frontend<'_> {
                 let name = f.cstr();
                 let sql = f.cstr();
                 match self.gate.on_parse(name, sql, self.shared) {
-                    Verdict::Forward => out.extend_from_slice(frame),
+                    Verdict::Forward => {
+                        out.extend_from_slice(frame);
+                        self.shared.expect(Reach::Completion, Handling::Relay);
+                    }
                     Verdict::Refuse(err) => {
-                        let marker = self.refusal(&err, self.shared.next_ready_seq());
-                        encode_poison_parse(name.unwrap_or(""), &marker, out);
+                        encode_poison_parse(name.unwrap_or(""), out);
+                        self.shared
+                            .expect(Reach::Completion, Handling::Refusal(err.to_bytes()));
                     }
                 }
             }
-            tag::FUNCTION_CALL => {
-                self.shared.expect_ready();
-                match self.gate.on_function_call() {
-                    Verdict::Forward => out.extend_from_slice(frame),
-                    Verdict::Refuse(err) => {
-                        // A FunctionCall is answered like a Query (result or
-                        // error, then ReadyForQuery), so a Query poison fits.
-                        let marker = self.refusal(&err, self.shared.next_ready_seq() - 1);
-                        encode_poison_query(&marker, out);
-                    }
+            tag::FUNCTION_CALL => match self.gate.on_function_call() {
+                Verdict::Forward => {
+                    out.extend_from_slice(frame);
+                    self.shared.expect(Reach::UntilReady, Handling::Relay);
                 }
+                Verdict::Refuse(err) => {
+                    // A FunctionCall is answered like a Query (result or
+                    // error, then ReadyForQuery), so a Query poison fits.
+                    encode_poison_query(out);
+                    self.shared
+                        .expect(Reach::UntilReady, Handling::Refusal(err.to_bytes()));
+                }
+            },
+            tag::BIND | tag::EXECUTE | tag::DESCRIBE | tag::CLOSE => {
+                out.extend_from_slice(frame);
+                self.shared.expect(Reach::Completion, Handling::Relay);
             }
             tag::SYNC => {
-                self.shared.expect_ready();
                 out.extend_from_slice(frame);
+                self.shared.expect(Reach::Sync, Handling::Relay);
             }
             tag::TERMINATE => {
                 out.extend_from_slice(frame);
                 return true;
             }
+            // Flush and anything unknown: the server answers unknown types
+            // with a FATAL error, which is relayed.
             _ => out.extend_from_slice(frame),
         }
         false
-    }
-
-    /// Registers a refusal and returns the marker its poison must carry.
-    fn refusal(&mut self, err: &PgError, ready_seq: u64) -> String {
-        self.refusals += 1;
-        let marker = format!("pgward-refusal-{:016x}-{}", self.nonce, self.refusals);
-        self.shared.push_refusal(PendingRefusal {
-            marker: marker.clone(),
-            error: err.to_bytes(),
-            ready_seq,
-        });
-        marker
     }
 }
 
@@ -169,23 +168,22 @@ fn frame_error_end(e: FrameError) -> ClientEnd {
     }
 }
 
-/// A statement that fails on the server with an error naming `marker`:
-/// relation lookup happens at parse analysis, so it fails at Parse time in the
-/// extended protocol too, and nobody can create objects in pg_catalog.
-fn poison_sql(marker: &str) -> String {
-    format!("SELECT FROM pg_catalog.\"{marker}\"")
-}
+/// A statement that fails on the server: relation lookup happens at parse
+/// analysis, so it fails at Parse time in the extended protocol too, and
+/// nobody can create objects in pg_catalog. Its error never reaches the
+/// client: the backend half swaps in the refusal.
+const POISON_SQL: &str = "SELECT FROM pg_catalog.\"pgward: statement refused\"";
 
-fn encode_poison_query(marker: &str, out: &mut BytesMut) {
-    let sql = poison_sql(marker);
+fn encode_poison_query(out: &mut BytesMut) {
+    let sql = POISON_SQL;
     out.put_u8(tag::QUERY);
     out.put_i32((4 + sql.len() + 1) as i32);
     out.put_slice(sql.as_bytes());
     out.put_u8(0);
 }
 
-fn encode_poison_parse(name: &str, marker: &str, out: &mut BytesMut) {
-    let sql = poison_sql(marker);
+fn encode_poison_parse(name: &str, out: &mut BytesMut) {
+    let sql = POISON_SQL;
     out.put_u8(tag::PARSE);
     out.put_i32((4 + name.len() + 1 + sql.len() + 1 + 2) as i32);
     out.put_slice(name.as_bytes());

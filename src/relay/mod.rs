@@ -45,8 +45,6 @@ pub async fn run(session: Established, ctx: Arc<ProxyContext>, close: Cancellati
     let mut frontend = Frontend {
         shared: &shared,
         gate: &mut gate,
-        nonce: rand::random(),
-        refusals: 0,
     };
 
     enum End {
