@@ -59,13 +59,55 @@ pub fn inspect(sql: &str) -> Result<Vec<StatementInfo>, InspectError> {
         .stmts
         .iter()
         .map(|raw| {
-            raw.stmt
+            let node = raw
+                .stmt
                 .as_deref()
                 .and_then(|n| n.node.as_ref())
-                .map(|n| statement(n.to_ref()))
-                .ok_or_else(|| InspectError::Parse("statement without a parse tree".to_owned()))
+                .ok_or_else(|| InspectError::Parse("statement without a parse tree".to_owned()))?;
+            let mut info = statement(node.to_ref());
+            info.location = usize::try_from(raw.stmt_location).unwrap_or(0);
+            info.outside_transaction = cannot_run_in_transaction(node.to_ref());
+            Ok(info)
         })
         .collect()
+}
+
+/// Statements PostgreSQL refuses to run inside a transaction block
+/// (`PreventInTransactionBlock` in its source).
+fn cannot_run_in_transaction(n: NodeRef<'_>) -> bool {
+    use pg_query::protobuf::{ReindexObjectType, TransactionStmtKind};
+    let has_option = |params: &[pg_query::protobuf::Node], name: &str| {
+        params.iter().any(|p| {
+            matches!(p.node.as_ref(), Some(pg_query::NodeEnum::DefElem(d)) if d.defname == name)
+        })
+    };
+    match n {
+        NodeRef::VacuumStmt(v) => v.is_vacuumcmd,
+        NodeRef::CreatedbStmt(_)
+        | NodeRef::DropdbStmt(_)
+        | NodeRef::CreateTableSpaceStmt(_)
+        | NodeRef::DropTableSpaceStmt(_)
+        | NodeRef::AlterSystemStmt(_)
+        | NodeRef::CreateSubscriptionStmt(_)
+        | NodeRef::DropSubscriptionStmt(_) => true,
+        NodeRef::IndexStmt(i) => i.concurrent,
+        NodeRef::DropStmt(d) => d.concurrent,
+        NodeRef::ReindexStmt(r) => {
+            has_option(&r.params, "concurrently")
+                || matches!(
+                    ReindexObjectType::try_from(r.kind),
+                    Ok(ReindexObjectType::ReindexObjectSystem
+                        | ReindexObjectType::ReindexObjectDatabase)
+                )
+        }
+        NodeRef::ClusterStmt(c) => c.relation.is_none(),
+        NodeRef::TransactionStmt(t) => matches!(
+            TransactionStmtKind::try_from(t.kind),
+            Ok(TransactionStmtKind::TransStmtCommitPrepared
+                | TransactionStmtKind::TransStmtRollbackPrepared)
+        ),
+        _ => false,
+    }
 }
 
 /// Inspects one top-level statement.

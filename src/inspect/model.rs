@@ -87,6 +87,13 @@ pub struct StatementInfo {
     /// Run-time settings the statement changes or reads by name through SET/RESET/set_config
     /// (folded names, e.g. "app.current_tenant"); `"*"` for RESET ALL / DISCARD ALL.
     pub settings_changed: Vec<String>,
+    /// Byte offset in the inspected text where this statement begins (just
+    /// after the previous statement's semicolon), as PostgreSQL reports it.
+    pub location: usize,
+    /// The statement refuses to run inside a transaction block (VACUUM,
+    /// CREATE DATABASE, CREATE INDEX CONCURRENTLY, ...): nothing may be put in
+    /// front of it in the same transaction.
+    pub outside_transaction: bool,
     /// `ALTER ROLE/DATABASE/SYSTEM ... SET`: changes the defaults of future
     /// sessions, which pgward cannot follow from inside them.
     pub persists_settings: bool,
