@@ -17,4 +17,5 @@ pub mod protocol;
 pub mod relay;
 pub mod reload;
 pub mod startup;
+pub mod tenant;
 pub mod upstream;

@@ -62,6 +62,7 @@ impl Default for IdentitiesConfig {
                 users: Vec::new(),
                 cert_subjects: Vec::new(),
                 mode: None,
+                tenant: None,
             },
         );
         IdentitiesConfig {
@@ -88,6 +89,9 @@ pub struct ClassConfig {
     /// Overrides the global `mode:` for this class.
     #[serde(default)]
     pub mode: Option<Mode>,
+    /// Where this class's tenant comes from; absent: pgward sets no tenant.
+    #[serde(default)]
+    pub tenant: Option<super::tenant::ClassTenant>,
 }
 
 fn yes() -> bool {
@@ -137,7 +141,7 @@ pub struct Problem {
     pub message: String,
 }
 
-fn problem(path: YamlPath, target: Target, message: String) -> Problem {
+pub(super) fn problem(path: YamlPath, target: Target, message: String) -> Problem {
     Problem {
         path,
         target,
@@ -181,8 +185,11 @@ pub fn validate(
             "at least one identity class is required".into(),
         ));
     }
-    for name in identities.classes.keys() {
+    for (name, class) in &identities.classes {
         check_name("class name", name).map_err(|m| problem(classes.key(name), Target::Key, m))?;
+        if let Some(t) = &class.tenant {
+            super::tenant::validate_class(classes.key(name).key("tenant"), t)?;
+        }
     }
     if !identities.classes.contains_key(&identities.default_class) {
         return Err(problem(

@@ -8,6 +8,7 @@
 pub mod access;
 pub mod locate;
 pub mod server;
+pub mod tenant;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -39,6 +40,9 @@ pub struct Config {
     /// Per class: the approved function surface in protected schemas.
     #[serde(default, deserialize_with = "access::unique_map")]
     pub functions: BTreeMap<String, FunctionsConfig>,
+    /// The run-time setting that carries the tenant.
+    #[serde(default)]
+    pub tenant: tenant::TenantSettings,
 }
 
 /// A configuration file that could not be used, with where and why.
@@ -125,7 +129,10 @@ impl Config {
             Ok(c) => c,
             Err(e) => return Err(deserialize_error(path, e)),
         };
-        if let Err(p) = access::validate(&config.identities, &config.protected, &config.functions) {
+        let checked = tenant::validate_settings(&config.tenant).and_then(|()| {
+            access::validate(&config.identities, &config.protected, &config.functions)
+        });
+        if let Err(p) = checked {
             let (line, column) = match locate::locate(text, &p.path, p.target) {
                 Some((l, c)) => (Some(l), Some(c)),
                 None => (None, None),

@@ -80,6 +80,9 @@ pub struct StatementInfo {
     pub functions: Vec<ObjectName>,
     pub search_path: Option<SearchPathChange>,
     pub txn: Option<TxnControl>,
+    /// `COMMIT AND CHAIN` / `ROLLBACK AND CHAIN`: a new transaction block
+    /// begins as the old one ends.
+    pub txn_chain: bool,
     /// `PREPARE name AS <inner>`: the name and the inspection of the inner statement.
     pub prepares: Option<(String, Box<StatementInfo>)>,
     /// `DEALLOCATE name` (`None` = ALL).

@@ -20,7 +20,10 @@ const ALL_SETTINGS: &str = "*";
 pub(super) fn apply(info: &mut StatementInfo, n: NodeRef<'_>) {
     match n {
         NodeRef::VariableSetStmt(s) => variable_set(info, s),
-        NodeRef::TransactionStmt(s) => info.txn = Some(txn(s.kind)),
+        NodeRef::TransactionStmt(s) => {
+            info.txn = Some(txn(s.kind));
+            info.txn_chain = s.chain;
+        }
         // DISCARD ALL = RESET ALL + DEALLOCATE ALL + CLOSE ALL + ...
         NodeRef::DiscardStmt(s) if s.target == DiscardMode::DiscardAll as i32 => {
             info.settings_changed.push(ALL_SETTINGS.to_owned());

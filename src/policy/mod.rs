@@ -35,6 +35,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use crate::config::tenant::ClassTenant;
 use crate::config::{Config, Mode, access::split_qualified};
 use crate::inspect::{Action, ObjectName, Opaque, StatementInfo};
 
@@ -43,6 +44,9 @@ mod tests;
 
 /// Rule id quoted when a statement is refused because it cannot be inspected.
 pub const OPAQUE_RULE: &str = "pgward.opaque";
+
+/// Rule id quoted when an identity whose tenant pgward sets tries to change it.
+pub const TENANT_RULE: &str = "pgward.tenant";
 
 /// Rule id quoted when a statement would change how pgward must read the
 /// session's later statements.
@@ -121,6 +125,9 @@ struct Class {
     approved_mode: Mode,
     approved_rule: String,
     approved_hint: String,
+    /// Where the class's tenant comes from; `Some`: pgward sets it, and the
+    /// class may not touch it.
+    tenant: Option<ClassTenant>,
 }
 
 #[derive(Debug)]
@@ -152,6 +159,8 @@ fn action_str(a: Action) -> &'static str {
 #[derive(Debug)]
 pub struct Policy {
     classes: Vec<Class>,
+    /// The run-time setting carrying the tenant (lower case).
+    tenant_setting: String,
     by_user: HashMap<String, ClassId>,
     default_class: ClassId,
     rules: Vec<Rule>,
@@ -191,6 +200,7 @@ impl Policy {
             classes.push(Class {
                 name: name.clone(),
                 restricted: c.restricted,
+                tenant: c.tenant.clone(),
                 mode,
                 approved,
                 approved_mode: funcs.and_then(|f| f.mode).unwrap_or(mode),
@@ -255,6 +265,7 @@ impl Policy {
         }
         Policy {
             classes,
+            tenant_setting: config.tenant.setting.clone(),
             by_user,
             default_class,
             rules,
@@ -281,6 +292,16 @@ impl Policy {
         self.classes[c.0].restricted
     }
 
+    /// Where the class's tenant comes from, when pgward sets one.
+    pub fn tenant_spec(&self, c: ClassId) -> Option<&ClassTenant> {
+        self.classes[c.0].tenant.as_ref()
+    }
+
+    /// The run-time setting that carries the tenant, e.g. `app.current_tenant`.
+    pub fn tenant_setting(&self) -> &str {
+        &self.tenant_setting
+    }
+
     /// Looks a class up by name.
     pub fn class_by_name(&self, name: &str) -> Option<ClassId> {
         self.classes
@@ -299,6 +320,25 @@ impl Policy {
         search_path: &SearchPath,
     ) -> Decision {
         let c = &self.classes[class.0];
+        if let Some(what) = self.tenant_tampering(c, stmt) {
+            let verdict = match c.mode {
+                Mode::Enforce => Verdict::Deny,
+                Mode::Monitor => Verdict::MonitorWouldDeny,
+            };
+            return Decision {
+                verdict,
+                rule: Some(TENANT_RULE.to_owned()),
+                reason: format!(
+                    "pgward: {what} is refused for {identity} (class {}) by rule {TENANT_RULE}: pgward sets {} for this identity",
+                    c.name, self.tenant_setting
+                ),
+                hint: Some(format!(
+                    "the tenant comes from the connection (certificate or startup option), not from SQL; {} is set LOCAL in every transaction",
+                    self.tenant_setting
+                )),
+                accesses: Vec::new(),
+            };
+        }
         let accesses = stmt
             .accesses
             .iter()
@@ -413,6 +453,27 @@ struct Finding {
     rule: String,
     reason: String,
     hint: Option<String>,
+}
+
+impl Policy {
+    /// What in `stmt` would change or clear the tenant pgward sets for class `c`.
+    fn tenant_tampering(&self, c: &Class, stmt: &StatementInfo) -> Option<String> {
+        c.tenant.as_ref()?;
+        for name in &stmt.settings_changed {
+            if name.eq_ignore_ascii_case(&self.tenant_setting) {
+                return Some(format!("changing {name}"));
+            }
+            if name == "*" {
+                return Some(format!("{} (it resets every setting)", stmt.kind));
+            }
+            if c.restricted && (name == "role" || name == "session_authorization") {
+                return Some(format!(
+                    "changing {name} (SET ROLE / SET SESSION AUTHORIZATION)"
+                ));
+            }
+        }
+        None
+    }
 }
 
 /// What in `stmt` would undermine pgward's view of the session, if anything.

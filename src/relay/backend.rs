@@ -225,7 +225,10 @@ mod tests {
         shared.expect(Reach::Completion, Handling::Refusal(refusal.clone()));
         shared.expect(Reach::Completion, Handling::Relay);
         shared.expect(Reach::Sync, Handling::Relay);
-        let out = feed(&shared, &[msg(b'E', b"SERROR\0C42P01\0\0"), msg(b'Z', b"I")]);
+        let out = feed(
+            &shared,
+            &[msg(b'E', b"SERROR\0C42P01\0\0"), msg(b'Z', b"I")],
+        );
         let mut expected = refusal.to_vec();
         expected.extend(msg(b'Z', b"I"));
         assert_eq!(out, expected);
@@ -246,7 +249,10 @@ mod tests {
     #[test]
     fn drops_inserted_statements_command_completes() {
         let shared = SessionShared::default();
-        shared.expect(Reach::UntilReady, Handling::SwallowCommandCompletes(vec![0, 2]));
+        shared.expect(
+            Reach::UntilReady,
+            Handling::SwallowCommandCompletes(vec![0, 2]),
+        );
         let out = feed(
             &shared,
             &[

@@ -95,6 +95,13 @@ impl Frontend<'_> {
                         out.extend_from_slice(frame);
                         self.shared.expect(Reach::UntilReady, Handling::Relay);
                     }
+                    Verdict::Rewrite(rewrite) => {
+                        encode_query(&rewrite.sql, out);
+                        self.shared.expect(
+                            Reach::UntilReady,
+                            Handling::SwallowCommandCompletes(rewrite.inserted),
+                        );
+                    }
                     Verdict::Refuse(err) => {
                         encode_poison_query(out);
                         self.shared
@@ -107,7 +114,7 @@ impl Frontend<'_> {
                 let name = f.cstr();
                 let sql = f.cstr();
                 match self.gate.on_parse(name, sql, self.shared) {
-                    Verdict::Forward => {
+                    Verdict::Forward | Verdict::Rewrite(_) => {
                         out.extend_from_slice(frame);
                         self.shared.expect(Reach::Completion, Handling::Relay);
                     }
@@ -119,7 +126,8 @@ impl Frontend<'_> {
                 }
             }
             tag::FUNCTION_CALL => match self.gate.on_function_call() {
-                Verdict::Forward => {
+                Verdict::Forward | Verdict::Rewrite(_) => {
+                    self.inject_tenant(out);
                     out.extend_from_slice(frame);
                     self.shared.expect(Reach::UntilReady, Handling::Relay);
                 }
@@ -131,11 +139,33 @@ impl Frontend<'_> {
                         .expect(Reach::UntilReady, Handling::Refusal(err.to_bytes()));
                 }
             },
-            tag::BIND | tag::EXECUTE | tag::DESCRIBE | tag::CLOSE => {
+            tag::BIND => {
+                self.inject_tenant(out);
+                let mut f = Fields::new(body(frame));
+                let portal = f.cstr();
+                self.gate.on_bind(portal, f.cstr());
+                out.extend_from_slice(frame);
+                self.shared.expect(Reach::Completion, Handling::Relay);
+            }
+            tag::EXECUTE => {
+                self.inject_tenant(out);
+                self.gate.on_execute(Fields::new(body(frame)).cstr());
+                out.extend_from_slice(frame);
+                self.shared.expect(Reach::Completion, Handling::Relay);
+            }
+            tag::CLOSE => {
+                let mut f = Fields::new(body(frame));
+                let kind = f.u8();
+                self.gate.on_close(kind, f.cstr());
+                out.extend_from_slice(frame);
+                self.shared.expect(Reach::Completion, Handling::Relay);
+            }
+            tag::DESCRIBE => {
                 out.extend_from_slice(frame);
                 self.shared.expect(Reach::Completion, Handling::Relay);
             }
             tag::SYNC => {
+                self.gate.on_sync();
                 out.extend_from_slice(frame);
                 self.shared.expect(Reach::Sync, Handling::Relay);
             }
@@ -149,6 +179,54 @@ impl Frontend<'_> {
         }
         false
     }
+}
+
+impl Frontend<'_> {
+    /// Sends the tenant statement ahead of an execution when the current
+    /// transaction does not have it yet: Parse/Bind/Execute/Close of a
+    /// statement named for pgward (the client's unnamed statement stays
+    /// intact; the unnamed portal is free, a batch's own Bind comes after),
+    /// all four answers dropped.
+    fn inject_tenant(&mut self, out: &mut BytesMut) {
+        let Some(sql) = self.gate.tenant_before_execution(self.shared) else {
+            return;
+        };
+        // Parse: name, text, no parameter types.
+        put_frame(
+            out,
+            tag::PARSE,
+            &[TENANT_STATEMENT, b"\0", sql.as_bytes(), b"\0", b"\0\0"],
+        );
+        // Bind: unnamed portal, the statement, no formats, parameters or result formats.
+        put_frame(
+            out,
+            tag::BIND,
+            &[b"\0", TENANT_STATEMENT, b"\0", b"\0\0\0\0\0\0"],
+        );
+        // Execute: unnamed portal, no row limit.
+        put_frame(out, tag::EXECUTE, &[b"\0", b"\0\0\0\0"]);
+        put_frame(out, tag::CLOSE, &[b"S", TENANT_STATEMENT, b"\0"]);
+        for _ in 0..4 {
+            self.shared.expect(Reach::Completion, Handling::Swallow);
+        }
+    }
+}
+
+/// Name of the prepared statement that sets the tenant (without its NUL).
+const TENANT_STATEMENT: &[u8] = b"pgward_tenant";
+
+/// Appends a frame whose body is the concatenation of `parts`.
+fn put_frame(out: &mut BytesMut, t: u8, parts: &[&[u8]]) {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    out.put_u8(t);
+    out.put_i32((4 + len) as i32);
+    for p in parts {
+        out.put_slice(p);
+    }
+}
+
+fn encode_query(sql: &str, out: &mut BytesMut) {
+    put_frame(out, tag::QUERY, &[sql.as_bytes(), b"\0"]);
 }
 
 fn frame_error_end(e: FrameError) -> ClientEnd {
@@ -175,20 +253,19 @@ fn frame_error_end(e: FrameError) -> ClientEnd {
 const POISON_SQL: &str = "SELECT FROM pg_catalog.\"pgward: statement refused\"";
 
 fn encode_poison_query(out: &mut BytesMut) {
-    let sql = POISON_SQL;
-    out.put_u8(tag::QUERY);
-    out.put_i32((4 + sql.len() + 1) as i32);
-    out.put_slice(sql.as_bytes());
-    out.put_u8(0);
+    encode_query(POISON_SQL, out);
 }
 
 fn encode_poison_parse(name: &str, out: &mut BytesMut) {
-    let sql = POISON_SQL;
-    out.put_u8(tag::PARSE);
-    out.put_i32((4 + name.len() + 1 + sql.len() + 1 + 2) as i32);
-    out.put_slice(name.as_bytes());
-    out.put_u8(0);
-    out.put_slice(sql.as_bytes());
-    out.put_u8(0);
-    out.put_i16(0);
+    put_frame(
+        out,
+        tag::PARSE,
+        &[
+            name.as_bytes(),
+            b"\0",
+            POISON_SQL.as_bytes(),
+            b"\0",
+            b"\0\0",
+        ],
+    );
 }

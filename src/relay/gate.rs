@@ -8,10 +8,12 @@ use std::sync::Arc;
 use super::search_path::{Certainty, PathTracker};
 use super::shared::SessionShared;
 use crate::context::ProxyContext;
+use crate::inspect::cache::Inspection;
 use crate::inspect::{Opaque, StatementInfo};
 use crate::policy::{ClassId, Decision, Policy, SearchPath, Verdict as PolicyVerdict};
 use crate::protocol::TxnStatus;
 use crate::protocol::reply::{PgError, Severity};
+use crate::tenant::inject::{Rewrite, TenantInjector};
 
 /// SQLSTATE insufficient_privilege: what PostgreSQL itself answers when a
 /// privilege check fails, so clients handle pgward's refusals the same way.
@@ -21,6 +23,8 @@ pub const REFUSED: &str = "42501";
 #[derive(Debug)]
 pub enum Verdict {
     Forward,
+    /// Forward this text instead (the tenant statement spliced in).
+    Rewrite(Rewrite),
     Refuse(PgError),
 }
 
@@ -39,34 +43,125 @@ pub struct Gate {
     identity: String,
     path: PathTracker,
     sql_prepared: HashMap<String, Arc<SqlPrepared>>,
+    /// Present when pgward sets this session's tenant.
+    tenant: Option<TenantInjector>,
+    /// Extended protocol, followed only for tenant injection: what each
+    /// prepared statement is, and which statement each portal runs, so that
+    /// BEGIN/COMMIT are seen when they execute, not when they are parsed.
+    statements: HashMap<String, Inspection>,
+    portals: HashMap<String, String>,
 }
 
 impl Gate {
-    pub fn new(ctx: Arc<ProxyContext>, identity: String, initial_path: SearchPath) -> Self {
+    pub fn new(
+        ctx: Arc<ProxyContext>,
+        identity: String,
+        initial_path: SearchPath,
+        tenant: Option<TenantInjector>,
+    ) -> Self {
         Gate {
             ctx,
             identity,
             path: PathTracker::new(initial_path),
             sql_prepared: HashMap::new(),
+            tenant,
+            statements: HashMap::new(),
+            portals: HashMap::new(),
         }
     }
 
     /// A simple Query: every statement in it is judged before any is sent;
     /// one refusal refuses the whole message.
     pub fn on_query(&mut self, sql: Option<&str>, shared: &SessionShared) -> Verdict {
-        self.judge_text(sql, Certainty::Alone, shared)
+        let (verdict, inspection) = self.judge_text(sql, Certainty::Alone, shared);
+        let (Verdict::Forward, Some(inspection), Some(sql)) = (&verdict, inspection, sql) else {
+            return verdict;
+        };
+        let Some(injector) = self.tenant.as_mut() else {
+            return verdict;
+        };
+        let failed = sync_injector(injector, shared);
+        match inspection.as_ref() {
+            Ok(statements) => match injector.plan_query(sql, statements, failed) {
+                Some(rewrite) => Verdict::Rewrite(rewrite),
+                None => verdict,
+            },
+            // Unparseable text from an unrestricted identity: no transaction
+            // pgward can see into, so no tenant and no rows under RLS.
+            Err(_) => verdict,
+        }
     }
 
     /// A Parse message. The decision is made here, once: Bind and Execute
     /// only run what Parse created, and a refused Parse creates nothing.
     pub fn on_parse(
         &mut self,
-        _name: Option<&str>,
+        name: Option<&str>,
         sql: Option<&str>,
         shared: &SessionShared,
     ) -> Verdict {
         // Extended-protocol statements run later, in a batch that can fail.
-        self.judge_text(sql, Certainty::Batched, shared)
+        let (verdict, inspection) = self.judge_text(sql, Certainty::Batched, shared);
+        if let (Some(_), Verdict::Forward, Some(inspection), Some(name)) =
+            (&self.tenant, &verdict, inspection, name)
+        {
+            self.statements.insert(name.to_string(), inspection);
+        }
+        verdict
+    }
+
+    /// Before a Bind, Execute or FunctionCall: whether the tenant statement
+    /// must go first (and its SQL). Call once per such message.
+    pub fn tenant_before_execution(&mut self, shared: &SessionShared) -> Option<&str> {
+        let injector = self.tenant.as_mut()?;
+        let failed = sync_injector(injector, shared);
+        if injector.before_execution(failed) {
+            Some(injector.set_local())
+        } else {
+            None
+        }
+    }
+
+    pub fn on_bind(&mut self, portal: Option<&str>, statement: Option<&str>) {
+        if self.tenant.is_some()
+            && let (Some(portal), Some(statement)) = (portal, statement)
+        {
+            self.portals
+                .insert(portal.to_string(), statement.to_string());
+        }
+    }
+
+    pub fn on_execute(&mut self, portal: Option<&str>) {
+        let Some(injector) = self.tenant.as_mut() else {
+            return;
+        };
+        let inspection = portal
+            .and_then(|p| self.portals.get(p))
+            .and_then(|s| self.statements.get(s));
+        if let Some(Ok(statements)) = inspection.map(|i| i.as_ref()) {
+            for stmt in statements {
+                injector.executed(stmt);
+            }
+        }
+    }
+
+    /// Close of a statement (`kind` b'S') or portal (b'P').
+    pub fn on_close(&mut self, kind: Option<u8>, name: Option<&str>) {
+        match (kind, name) {
+            (Some(b'S'), Some(name)) => {
+                self.statements.remove(name);
+            }
+            (Some(b'P'), Some(name)) => {
+                self.portals.remove(name);
+            }
+            _ => {}
+        }
+    }
+
+    pub fn on_sync(&mut self) {
+        if let Some(injector) = self.tenant.as_mut() {
+            injector.synced();
+        }
     }
 
     /// FunctionCall carries a function OID and no SQL: nothing to inspect.
@@ -93,11 +188,22 @@ impl Gate {
         sql: Option<&str>,
         certainty: Certainty,
         shared: &SessionShared,
+    ) -> (Verdict, Option<Inspection>) {
+        let inspection = sql.map(|sql| self.ctx.inspections.get(sql));
+        let verdict = self.judge_inspection(inspection.as_ref(), certainty, shared);
+        (verdict, inspection)
+    }
+
+    fn judge_inspection(
+        &mut self,
+        inspection: Option<&Inspection>,
+        certainty: Certainty,
+        shared: &SessionShared,
     ) -> Verdict {
         let policy = self.ctx.policy.load();
         let class = policy.class_for_user(&self.identity);
         let restricted = policy.is_restricted(class);
-        let Some(sql) = sql else {
+        let Some(inspection) = inspection else {
             if !restricted {
                 return Verdict::Forward;
             }
@@ -107,7 +213,6 @@ impl Gate {
                 "a statement that is not valid UTF-8",
             ));
         };
-        let inspection = self.ctx.inspections.get(sql);
         let statements = match inspection.as_ref() {
             Ok(statements) => statements,
             // PostgreSQL will report the syntax error itself; from a
@@ -225,6 +330,17 @@ impl Gate {
         tracing::warn!(identity = %self.identity, "refused: {}", err.message);
         Verdict::Refuse(err)
     }
+}
+
+/// Brings the injector up to date with the server when nothing is in flight;
+/// returns whether the server reports a failed transaction block.
+fn sync_injector(injector: &mut TenantInjector, shared: &SessionShared) -> bool {
+    if shared.busy() {
+        return false;
+    }
+    let status = shared.txn_status();
+    injector.sync_with_server(status);
+    status == TxnStatus::Failed
 }
 
 /// The name of the SQL-level prepared statement an `EXECUTE` runs.

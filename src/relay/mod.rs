@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::context::ProxyContext;
 use crate::protocol::reply::PgError;
 use crate::startup::{Established, send_cancel};
+use crate::tenant::inject::TenantInjector;
 use backend::ServerEnd;
 use frontend::{ClientEnd, Frontend};
 use gate::Gate;
@@ -34,13 +35,19 @@ pub async fn run(session: Established, ctx: Arc<ProxyContext>, close: Cancellati
         backend_key,
         cancel_key: _cancel_key,
         startup,
+        tenant,
         ..
     } = session;
     let shared = SessionShared::default();
+    let injector = tenant.map(|t| {
+        let setting = ctx.policy.load().tenant_setting().to_string();
+        TenantInjector::new(crate::tenant::set_local_sql(&setting, &t))
+    });
     let mut gate = Gate::new(
         ctx.clone(),
         startup.user().to_string(),
         search_path::initial_path(startup.get("options")),
+        injector,
     );
     let mut frontend = Frontend {
         shared: &shared,

@@ -12,6 +12,7 @@
 
 use crate::inspect::{SearchPathChange, StatementInfo, TxnControl};
 use crate::policy::SearchPath;
+use crate::startup::options;
 
 /// PostgreSQL's default search_path.
 pub fn default_path() -> Vec<String> {
@@ -236,7 +237,7 @@ mod tests {
 /// quoting and case folding match the server's. Role- or database-level
 /// defaults (`ALTER ROLE ... SET search_path`) are not visible here: see README.
 pub fn initial_path(options: Option<&str>) -> SearchPath {
-    let Some(value) = options.and_then(|o| startup_setting(o, "search_path")) else {
+    let Some(value) = options.and_then(|o| options::setting(o, "search_path")) else {
         return SearchPath::Known(default_path());
     };
     let sql = format!("SET search_path = {value}");
@@ -249,84 +250,9 @@ pub fn initial_path(options: Option<&str>) -> SearchPath {
     }
 }
 
-/// Finds `name` in a startup `options` string (`-c name=value`,
-/// `-cname=value` or `--name=value`; backslash escapes a space).
-pub fn startup_setting(options: &str, name: &str) -> Option<String> {
-    let words = split_options(options);
-    let mut found = None;
-    let mut iter = words.iter();
-    while let Some(word) = iter.next() {
-        let setting = if word == "-c" {
-            iter.next().map(String::as_str)
-        } else {
-            word.strip_prefix("--").or_else(|| word.strip_prefix("-c"))
-        };
-        if let Some((key, value)) = setting.and_then(|s| s.split_once('='))
-            && key.replace('-', "_").eq_ignore_ascii_case(name)
-        {
-            // The last occurrence wins, as in PostgreSQL.
-            found = Some(value.to_string());
-        }
-    }
-    found
-}
-
-fn split_options(options: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut word = String::new();
-    let mut chars = options.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => {
-                if let Some(next) = chars.next() {
-                    word.push(next);
-                }
-            }
-            c if c.is_ascii_whitespace() => {
-                if !word.is_empty() {
-                    words.push(std::mem::take(&mut word));
-                }
-            }
-            c => word.push(c),
-        }
-    }
-    if !word.is_empty() {
-        words.push(word);
-    }
-    words
-}
-
 #[cfg(test)]
-mod option_tests {
+mod initial_path_tests {
     use super::*;
-
-    #[test]
-    fn finds_settings_in_every_form() {
-        assert_eq!(
-            startup_setting("-c search_path=ops", "search_path").as_deref(),
-            Some("ops")
-        );
-        assert_eq!(
-            startup_setting("-csearch_path=a,b", "search_path").as_deref(),
-            Some("a,b")
-        );
-        assert_eq!(
-            startup_setting("--search-path=x", "search_path").as_deref(),
-            Some("x")
-        );
-        assert_eq!(
-            startup_setting(
-                "-c app.current_tenant=acme -c search_path=a,\\ b",
-                "search_path"
-            )
-            .as_deref(),
-            Some("a, b")
-        );
-        assert_eq!(
-            startup_setting("-c statement_timeout=5", "search_path"),
-            None
-        );
-    }
 
     #[test]
     fn initial_path_folds_like_postgres() {

@@ -3,6 +3,7 @@
 //! exchange relayed between client and PostgreSQL.
 
 pub mod auth;
+pub mod options;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -34,6 +35,8 @@ pub struct Established {
     /// Keeps pgward's client-facing cancel key registered for the session's life.
     pub cancel_key: Option<CancelKeyGuard>,
     pub client_tls: Option<&'static str>,
+    /// The tenant pgward sets in every transaction, when the class has one.
+    pub tenant: Option<String>,
 }
 
 /// Why a connection ended before becoming a session. Each variant has already
@@ -50,6 +53,8 @@ pub enum StartupFailure {
     Upstream(#[from] crate::upstream::UpstreamError),
     #[error("authentication: {0}")]
     Auth(#[from] auth::AuthError),
+    #[error("{0}")]
+    Tenant(#[from] crate::tenant::source::TenantError),
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -108,6 +113,14 @@ pub async fn open(
             InitialPacket::Startup(msg) => break msg,
         }
     };
+    let mut startup = startup;
+    let tenant = match resolve_tenant(ctx, &mut startup) {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = send_fatal(&mut client, &e.to_pg_error()).await;
+            return Err(e.into());
+        }
+    };
 
     let client_tls = client.tls_version();
     let mut server = match ctx.upstream.connect().await {
@@ -148,7 +161,30 @@ pub async fn open(
         backend_key: keys.backend,
         cancel_key: keys.issued,
         client_tls,
+        tenant,
     })))
+}
+
+/// The session's tenant, when its class has one; takes the tenant setting
+/// out of the startup options either way (see `tenant::source`).
+fn resolve_tenant(
+    ctx: &ProxyContext,
+    startup: &mut StartupMessage,
+) -> Result<Option<String>, crate::tenant::source::TenantError> {
+    let policy = ctx.policy.load();
+    let identity = startup.user().to_string();
+    let class = policy.class_for_user(&identity);
+    let Some(spec) = policy.tenant_spec(class) else {
+        return Ok(None);
+    };
+    crate::tenant::source::resolve(
+        spec,
+        policy.tenant_setting(),
+        &identity,
+        policy.class_name(class),
+        startup,
+        None,
+    )
 }
 
 async fn negotiate_tls(mut client: Stream, ctx: &ProxyContext) -> Result<Stream, StartupFailure> {
