@@ -214,17 +214,32 @@ target_pid() {
 workload_db() { case "$1" in select-*) echo bench ;; *) echo dragonfly ;; esac }
 workload_user() { case "$1" in select-*) echo bench_app ;; *) echo dragonfly_app ;; esac }
 workload_password() { case "$1" in select-*) echo bench ;; *) echo dragonfly ;; esac }
+# workload_args WORKLOAD TARGET
+# pgward sets the worker's tenant itself (SET LOCAL in every transaction, from
+# the startup option) and refuses a client's own SET of it, so through pgward
+# worker-read sends the same transaction minus the SET LOCAL: the server runs
+# the same four statements on every target.
 workload_args() {
     case "$1" in
     select-simple) echo "-S -M simple" ;;
     select-extended) echo "-S -M extended" ;;
     select-prepared) echo "-S -M prepared" ;;
-    worker-read) echo "-M simple -f $BENCH_FILES/worker_read.sql" ;;
+    worker-read)
+        if [ "${2:-}" = pgward ]; then
+            echo "-M simple -f $BENCH_FILES/worker_read_pgward.sql"
+        else
+            echo "-M simple -f $BENCH_FILES/worker_read.sql"
+        fi
+        ;;
     worker-read-options) echo "-M simple -f $BENCH_FILES/worker_read_options.sql" ;;
     esac
 }
+# workload_pgoptions WORKLOAD TARGET
 workload_pgoptions() {
-    case "$1" in worker-read-options) echo "-c app.current_tenant=acme" ;; *) echo '' ;; esac
+    case "$1:${2:-}" in
+    worker-read-options:* | worker-read:pgward) echo "-c app.current_tenant=acme" ;;
+    *) echo '' ;;
+    esac
 }
 
 # Why a target cannot run a workload (empty: it can).
@@ -246,9 +261,9 @@ skip_reason() {
 run_pgbench() {
     local tag=$1 w=$2 t=$3 c=$4 secs=$5 logprefix=${6:-} j opts
     j=$((c < JOBS ? c : JOBS))
-    opts=$(workload_pgoptions "$w")
+    opts=$(workload_pgoptions "$w" "$t")
     local -a args
-    read -r -a args <<<"$(workload_args "$w")"
+    read -r -a args <<<"$(workload_args "$w" "$t")"
     args+=(-n -c "$c" -j "$j" -T "$secs")
     [ -z "$logprefix" ] || args+=(--log "--log-prefix=$logprefix")
     local -a envs=(PGPASSWORD="$(workload_password "$w")")
@@ -270,7 +285,7 @@ run_pgbench() {
 psql_target() {
     local t=$1 w=$2
     shift 2
-    pg_client PGPASSWORD="$(workload_password "$w")" PGOPTIONS="$(workload_pgoptions "$w")" \
+    pg_client PGPASSWORD="$(workload_password "$w")" PGOPTIONS="$(workload_pgoptions "$w" "$t")" \
         psql -X -q -tA -v ON_ERROR_STOP=1 \
         -h 127.0.0.1 -p "$(target_port "$t")" -U "$(workload_user "$w")" -d "$(workload_db "$w")" "$@"
 }
@@ -424,13 +439,17 @@ log "sanity checks"
 for t in $TARGETS; do
     n=$(psql_target "$t" select-simple -c "SELECT count(*) FROM pgbench_accounts")
     [ "$n" = $((SCALE * 100000)) ] || die "$t: pgbench_accounts has '$n' rows"
-    n=$(psql_target "$t" worker-read <<'EOF'
+    if [ "$t" = pgward ]; then
+        n=$(psql_target "$t" worker-read -c "SELECT count(*) FROM public.judgments")
+    else
+        n=$(psql_target "$t" worker-read <<'EOF'
 BEGIN;
 SET LOCAL app.current_tenant = 'acme';
 SELECT count(*) FROM public.judgments;
 COMMIT;
 EOF
-    )
+        )
+    fi
     [ "$n" = 3 ] || die "$t: the worker sees '$n' judgments of tenant acme (expected 3)"
     if [ -z "$(skip_reason worker-read-options "$t")" ]; then
         n=$(psql_target "$t" worker-read-options -c "SELECT count(*) FROM public.judgments")
