@@ -28,6 +28,14 @@ pub struct CheckArgs {
 }
 
 pub fn run(args: CheckArgs) -> i32 {
+    // Inspection needs a deep stack (see `inspect::STACK_BYTES`).
+    std::thread::Builder::new()
+        .stack_size(crate::inspect::STACK_BYTES)
+        .spawn(move || check(args))
+        .map_or(EXIT_CONFIG, |t| t.join().unwrap_or(EXIT_CONFIG))
+}
+
+fn check(args: CheckArgs) -> i32 {
     let config = match Config::load(&args.config) {
         Ok(c) => c,
         Err(e) => {

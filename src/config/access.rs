@@ -46,6 +46,9 @@ impl From<ActionName> for crate::inspect::Action {
 pub struct IdentitiesConfig {
     /// Class of every identity that no class lists.
     pub default_class: String,
+    /// Which part of a verified client certificate is the identity.
+    #[serde(default)]
+    pub certificate_identity: CertificateIdentity,
     /// Class name → class. Names are what `allow:` and `functions:` refer to.
     #[serde(deserialize_with = "unique_map")]
     pub classes: BTreeMap<String, ClassConfig>,
@@ -63,10 +66,13 @@ impl Default for IdentitiesConfig {
                 cert_subjects: Vec::new(),
                 mode: None,
                 tenant: None,
+                require_client_cert: false,
+                upstream: None,
             },
         );
         IdentitiesConfig {
             default_class: "default".to_owned(),
+            certificate_identity: CertificateIdentity::default(),
             classes,
         }
     }
@@ -92,6 +98,55 @@ pub struct ClassConfig {
     /// Where this class's tenant comes from; absent: pgward sets no tenant.
     #[serde(default)]
     pub tenant: Option<super::tenant::ClassTenant>,
+    /// Refuse members of this class that present no verified client
+    /// certificate (needs `server.tls.client_ca`).
+    #[serde(default)]
+    pub require_client_cert: bool,
+    /// Credentials pgward uses to log in to PostgreSQL itself for members
+    /// identified by certificate (they then send no password).
+    #[serde(default)]
+    pub upstream: Option<UpstreamLogin>,
+}
+
+/// Which certificate field names the identity.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CertificateIdentity {
+    /// The subject's common name (CN).
+    #[default]
+    CommonName,
+    /// The first DNS name in the subjectAltName.
+    SanDns,
+    /// The first e-mail address in the subjectAltName.
+    SanEmail,
+}
+
+/// `identities.classes.X.upstream`: the PostgreSQL role pgward logs in as.
+/// The password is never written in policy.yaml: it comes from an
+/// environment variable or a file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamLogin {
+    pub user: String,
+    #[serde(default)]
+    pub password_env: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<std::path::PathBuf>,
+}
+
+impl UpstreamLogin {
+    /// Reads the password now (at each login, so a rotated secret is picked up).
+    pub fn password(&self) -> Result<String, String> {
+        if let Some(var) = &self.password_env {
+            return std::env::var(var).map_err(|_| format!("environment variable {var} is not set"));
+        }
+        if let Some(path) = &self.password_file {
+            return std::fs::read_to_string(path)
+                .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+                .map_err(|e| format!("{}: {e}", path.display()));
+        }
+        Err("no password_env or password_file".into())
+    }
 }
 
 fn yes() -> bool {
@@ -189,6 +244,15 @@ pub fn validate(
         check_name("class name", name).map_err(|m| problem(classes.key(name), Target::Key, m))?;
         if let Some(t) = &class.tenant {
             super::tenant::validate_class(classes.key(name).key("tenant"), t)?;
+        }
+        if let Some(u) = &class.upstream
+            && u.password_env.is_some() == u.password_file.is_some()
+        {
+            return Err(problem(
+                classes.key(name).key("upstream"),
+                Target::Key,
+                "give exactly one of password_env and password_file (never the password itself)".into(),
+            ));
         }
     }
     if !identities.classes.contains_key(&identities.default_class) {

@@ -16,7 +16,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-pub use access::{ActionName, ClassConfig, FunctionsConfig, IdentitiesConfig, Mode, ProtectedRule};
+pub use access::{
+    ActionName, CertificateIdentity, ClassConfig, FunctionsConfig, IdentitiesConfig, Mode,
+    ProtectedRule, UpstreamLogin,
+};
 pub use locate::{Seg, Target, YamlPath};
 pub use server::{Limits, ServerConfig, TlsFiles, UpstreamTls};
 

@@ -35,12 +35,18 @@ impl Default for ServerConfig {
     }
 }
 
-/// Certificate chain and private key, PEM files.
+/// Certificate chain and private key, PEM files, and optionally the CA that
+/// signs client certificates (mutual TLS).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// CA for client certificates. Set: clients may present a certificate,
+    /// which is verified against it (a wrong CA or an expired certificate
+    /// fails the handshake); classes with `require_client_cert` must.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
 }
 
 /// Upstream TLS: the CA that signs PostgreSQL's certificate, and the name to verify.

@@ -141,8 +141,8 @@ fn unknown_key_in_rule_and_at_top_level() {
     assert_eq!(e.yaml_path().unwrap().to_string(), "protected[0].hnit");
     assert_eq!(e.line(), Some(15));
 
-    let e = err(&format!("{BASE}tenant: {{}}\n"));
-    assert_eq!(e.yaml_path().unwrap().to_string(), "tenant");
+    let e = err(&format!("{BASE}tenants: {{}}\n"));
+    assert_eq!(e.yaml_path().unwrap().to_string(), "tenants");
     assert_eq!(e.line(), Some(20));
 }
 

@@ -16,6 +16,11 @@ use super::walk::Collector;
 /// Handles `n` if it is a definition-changing node; `true` when handled.
 pub(super) fn visit(c: &mut Collector, n: NodeRef<'_>) -> bool {
     match n {
+        // A foreign key adds triggers to the referenced table and lets its
+        // owner block deletes there: DDL on the referenced table.
+        NodeRef::Constraint(con) if con.pktable.is_some() => {
+            c.rel(Action::Ddl, con.pktable.as_ref());
+        }
         NodeRef::CreateStmt(s) => {
             c.rel(Action::Ddl, s.relation.as_ref());
             // INHERITS (p) / PARTITION OF p attach the new table to p, which

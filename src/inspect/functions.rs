@@ -68,7 +68,30 @@ pub(super) fn func_call(c: &mut Collector, fc: &FuncCall) {
     if name.name.eq_ignore_ascii_case("set_config") {
         set_config(c, fc);
     }
+    if is_builtin(&name, &["nextval", "setval"]) {
+        sequence_write(c, fc);
+    }
     c.function(name);
+}
+
+fn is_builtin(name: &super::model::ObjectName, names: &[&str]) -> bool {
+    matches!(name.schema.as_deref(), None | Some("pg_catalog"))
+        && names.iter().any(|n| n.eq_ignore_ascii_case(&name.name))
+}
+
+/// `nextval('s')` / `setval('s', n)` advance a sequence: a write to the
+/// relation named by the string. A name only known at run time cannot be
+/// judged.
+fn sequence_write(c: &mut Collector, fc: &FuncCall) {
+    let target = argument(fc, 0, "regclass")
+        .and_then(const_str)
+        .and_then(names::regclass_literal);
+    match target {
+        Some(seq) => c.access(super::model::Action::Write, seq),
+        None => c.opaque(Opaque::DynamicSql(
+            "nextval/setval of a sequence named at run time".to_owned(),
+        )),
+    }
 }
 
 /// `set_config(setting_name, new_value, is_local)` changes a setting exactly

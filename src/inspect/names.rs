@@ -140,3 +140,23 @@ pub(super) fn object_type_label(objtype: ObjectType) -> String {
         .trim_start_matches("OBJECT_")
         .replace('_', " ")
 }
+
+/// The relation a regclass literal (`'ops.seq'`, `'"Ops"."Seq"'`) names, read
+/// with PostgreSQL's own identifier rules by parsing it as a FROM item.
+/// `None` unless it is exactly one plain relation name.
+pub(super) fn regclass_literal(text: &str) -> Option<ObjectName> {
+    let parsed = pg_query::parse(&format!("SELECT FROM {text}"), pg_query::ParserOptions::DEFAULT).ok()?;
+    let [stmt] = parsed.protobuf.stmts.as_slice() else {
+        return None;
+    };
+    let Some(pg_query::NodeEnum::SelectStmt(select)) = stmt.stmt.as_ref()?.node.as_ref() else {
+        return None;
+    };
+    let [from] = select.from_clause.as_slice() else {
+        return None;
+    };
+    match from.node.as_ref()? {
+        pg_query::NodeEnum::RangeVar(rv) => Some(range_var(rv)),
+        _ => None,
+    }
+}

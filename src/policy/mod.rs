@@ -455,7 +455,47 @@ struct Finding {
     hint: Option<String>,
 }
 
+/// Client encodings whose multi-byte characters can end in an ASCII byte
+/// such as `'` or `\`: the server would split text differently from pgward,
+/// which reads it as UTF-8. (PostgreSQL supports them only as client encodings.)
+const UNSAFE_CLIENT_ENCODINGS: &[&str] = &[
+    "SJIS", "SHIFTJIS", "SHIFTJIS2004", "MSKANJI", "WIN932", "WINDOWS932", "BIG5", "WIN950",
+    "WINDOWS950", "GBK", "WIN936", "WINDOWS936", "CP936", "UHC", "WIN949", "WINDOWS949",
+    "GB18030", "JOHAB",
+];
+
 impl Policy {
+    /// Why the settings a startup packet asks for are refused for class `c`,
+    /// if they are: the same session-integrity and tenant rules as for SQL,
+    /// applied before the session exists.
+    pub fn judge_startup(&self, c: ClassId, settings: &[(String, String)]) -> Option<String> {
+        let class = &self.classes[c.0];
+        for (name, value) in settings {
+            let refused = match name.as_str() {
+                _ if !class.restricted => false,
+                "standard_conforming_strings" => !value.eq_ignore_ascii_case("on"),
+                "backslash_quote" => true,
+                "client_encoding" => {
+                    let v: String = value
+                        .chars()
+                        .filter(|c| c.is_ascii_alphanumeric())
+                        .collect::<String>()
+                        .to_ascii_uppercase();
+                    UNSAFE_CLIENT_ENCODINGS.contains(&v.as_str())
+                }
+                "role" | "session_authorization" => class.tenant.is_some(),
+                _ => false,
+            };
+            if refused {
+                return Some(format!(
+                    "pgward: the startup setting {name}={value} is refused for class {} by rule {SESSION_RULE}: pgward would read this session's SQL differently from PostgreSQL",
+                    class.name
+                ));
+            }
+        }
+        None
+    }
+
     /// What in `stmt` would change or clear the tenant pgward sets for class `c`.
     fn tenant_tampering(&self, c: &Class, stmt: &StatementInfo) -> Option<String> {
         c.tenant.as_ref()?;

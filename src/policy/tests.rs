@@ -490,20 +490,31 @@ fn prepare_judges_the_inner_statement() {
     assert_eq!(p.decide(w, "dragonfly_app", &ok, &public()).verdict, Allow);
 }
 
+/// Ordinary setting and search_path changes are the session's business (the
+/// gate follows the path); only the tenant of classes whose tenant pgward
+/// sets is off limits.
 #[test]
-fn settings_and_search_path_changes_are_not_judged_here() {
+fn ordinary_settings_pass_but_the_injected_tenant_does_not() {
     let p = shipped();
-    let w = p.class_for_user("dragonfly_app");
-    let s = StatementInfo {
+    let set = |names: &[&str]| StatementInfo {
         kind: "SET".into(),
-        settings_changed: vec!["app.current_tenant".into(), "*".into()],
+        settings_changed: names.iter().map(|n| n.to_string()).collect(),
         search_path: Some(crate::inspect::SearchPathChange::Set {
             schemas: vec!["ops".into()],
             local: false,
         }),
         ..Default::default()
     };
-    assert_eq!(p.decide(w, "dragonfly_app", &s, &public()).verdict, Allow);
+    let app = p.class_for_user("someone_else");
+    let d = p.decide(app, "someone_else", &set(&["statement_timeout", "app.current_tenant"]), &public());
+    assert_eq!(d.verdict, Allow, "class app has no injected tenant: {d:?}");
+    let w = p.class_for_user("dragonfly_app");
+    assert_eq!(p.decide(w, "dragonfly_app", &set(&["statement_timeout"]), &public()).verdict, Allow);
+    for tamper in [&["app.current_tenant"][..], &["*"], &["role"], &["session_authorization"]] {
+        let d = p.decide(w, "dragonfly_app", &set(tamper), &public());
+        assert_eq!(d.verdict, Deny, "{tamper:?}");
+        assert_eq!(d.rule.as_deref(), Some(TENANT_RULE), "{tamper:?}");
+    }
 }
 
 const MODES: &str = "\
@@ -649,7 +660,9 @@ protected:
 #[test]
 fn session_integrity_is_enforced_for_restricted_classes() {
     let p = shipped();
-    let worker = p.class_for_user("dragonfly_app");
+    // Class app: restricted, without an injected tenant (whose own rule
+    // would answer some of these first for the worker).
+    let worker = p.class_for_user("someone_else");
     let service = p.class_for_user("service_role");
     for sql in [
         "SET standard_conforming_strings = off",
@@ -660,7 +673,7 @@ fn session_integrity_is_enforced_for_restricted_classes() {
         "SELECT set_config(current_user, 'x', false)",
     ] {
         let stmts = crate::inspect::inspect(sql).unwrap();
-        let d = p.decide(worker, "dragonfly_app", &stmts[0], &public());
+        let d = p.decide(worker, "someone_else", &stmts[0], &public());
         assert_eq!(d.verdict, Deny, "{sql}: {d:?}");
         assert_eq!(d.rule.as_deref(), Some(SESSION_RULE), "{sql}");
         let d = p.decide(service, "service_role", &stmts[0], &public());
@@ -673,7 +686,7 @@ fn session_integrity_is_enforced_for_restricted_classes() {
         "SET search_path = public",
     ] {
         let stmts = crate::inspect::inspect(sql).unwrap();
-        let d = p.decide(worker, "dragonfly_app", &stmts[0], &public());
+        let d = p.decide(worker, "someone_else", &stmts[0], &public());
         assert_eq!(d.verdict, Allow, "{sql}: {d:?}");
     }
 }

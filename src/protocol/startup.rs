@@ -55,6 +55,22 @@ impl StartupMessage {
         self.get("database").unwrap_or_else(|| self.user())
     }
 
+    /// Every run-time setting the startup packet asks for: those in `options`
+    /// first, then the other parameters, which PostgreSQL applies after them
+    /// (so a later one wins). Names are lower-cased as PostgreSQL folds them.
+    pub fn settings(&self) -> Vec<(String, String)> {
+        let mut out = self
+            .get("options")
+            .map(crate::startup::options::all_settings)
+            .unwrap_or_default();
+        for (k, v) in &self.params {
+            if !matches!(k.as_str(), "user" | "database" | "options" | "replication") {
+                out.push((k.to_ascii_lowercase(), v.clone()));
+            }
+        }
+        out
+    }
+
     /// Encodes a protocol 3.0 StartupMessage with these parameters.
     pub fn encode(&self, buf: &mut BytesMut) {
         let start = buf.len();

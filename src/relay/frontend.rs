@@ -140,12 +140,22 @@ impl Frontend<'_> {
                 }
             },
             tag::BIND => {
-                self.inject_tenant(out);
                 let mut f = Fields::new(body(frame));
                 let portal = f.cstr();
-                self.gate.on_bind(portal, f.cstr());
-                out.extend_from_slice(frame);
-                self.shared.expect(Reach::Completion, Handling::Relay);
+                match self.gate.on_bind(portal, f.cstr()) {
+                    Verdict::Forward | Verdict::Rewrite(_) => {
+                        self.inject_tenant(out);
+                        out.extend_from_slice(frame);
+                        self.shared.expect(Reach::Completion, Handling::Relay);
+                    }
+                    Verdict::Refuse(err) => {
+                        // Like an error at Bind: the server fails here and
+                        // skips to Sync.
+                        encode_poison_parse(REFUSED_STATEMENT, out);
+                        self.shared
+                            .expect(Reach::Completion, Handling::Refusal(err.to_bytes()));
+                    }
+                }
             }
             tag::EXECUTE => {
                 self.inject_tenant(out);
@@ -211,6 +221,10 @@ impl Frontend<'_> {
         }
     }
 }
+
+/// Name the poison standing in for a refused Bind parses under: never the
+/// client's unnamed statement, which a failed Bind leaves intact.
+const REFUSED_STATEMENT: &str = "pgward_refused";
 
 /// Name of the prepared statement that sets the tenant (without its NUL).
 const TENANT_STATEMENT: &[u8] = b"pgward_tenant";

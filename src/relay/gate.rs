@@ -45,10 +45,13 @@ pub struct Gate {
     sql_prepared: HashMap<String, Arc<SqlPrepared>>,
     /// Present when pgward sets this session's tenant.
     tenant: Option<TenantInjector>,
-    /// Extended protocol, followed only for tenant injection: what each
-    /// prepared statement is, and which statement each portal runs, so that
-    /// BEGIN/COMMIT are seen when they execute, not when they are parsed.
-    statements: HashMap<String, Inspection>,
+    /// Extended protocol: what each prepared statement is, and the path
+    /// generation it was judged under (PostgreSQL re-analyses a prepared
+    /// statement with the search_path current when it runs, so a changed
+    /// path means judging it again at Bind).
+    statements: HashMap<String, (Inspection, u64)>,
+    /// Which statement each portal runs, for tenant injection: BEGIN and
+    /// COMMIT take effect when executed, not when parsed.
     portals: HashMap<String, String>,
 }
 
@@ -74,6 +77,9 @@ impl Gate {
     /// one refusal refuses the whole message.
     pub fn on_query(&mut self, sql: Option<&str>, shared: &SessionShared) -> Verdict {
         let (verdict, inspection) = self.judge_text(sql, Certainty::Alone, shared);
+        if let Verdict::Forward = verdict {
+            self.path.end_of_implicit_transaction();
+        }
         let (Verdict::Forward, Some(inspection), Some(sql)) = (&verdict, inspection, sql) else {
             return verdict;
         };
@@ -100,12 +106,11 @@ impl Gate {
         sql: Option<&str>,
         shared: &SessionShared,
     ) -> Verdict {
-        // Extended-protocol statements run later, in a batch that can fail.
-        let (verdict, inspection) = self.judge_text(sql, Certainty::Batched, shared);
-        if let (Some(_), Verdict::Forward, Some(inspection), Some(name)) =
-            (&self.tenant, &verdict, inspection, name)
-        {
-            self.statements.insert(name.to_string(), inspection);
+        // Extended-protocol statements run later, if at all.
+        let (verdict, inspection) = self.judge_text(sql, Certainty::Deferred, shared);
+        if let (Verdict::Forward, Some(inspection), Some(name)) = (&verdict, inspection, name) {
+            self.statements
+                .insert(name.to_string(), (inspection, self.path.generation()));
         }
         verdict
     }
@@ -122,13 +127,35 @@ impl Gate {
         }
     }
 
-    pub fn on_bind(&mut self, portal: Option<&str>, statement: Option<&str>) {
-        if self.tenant.is_some()
-            && let (Some(portal), Some(statement)) = (portal, statement)
+    /// A Bind: the statement runs now, with the current search_path. If the
+    /// path may have changed since it was judged, it is judged again.
+    pub fn on_bind(&mut self, portal: Option<&str>, statement: Option<&str>) -> Verdict {
+        let (Some(portal), Some(statement)) = (portal, statement) else {
+            return Verdict::Forward;
+        };
+        let generation = self.path.generation();
+        if let Some((inspection, judged)) = self.statements.get(statement)
+            && *judged != generation
         {
+            let inspection = inspection.clone();
+            let policy = self.ctx.policy.load();
+            let class = policy.class_for_user(&self.identity);
+            if let Ok(stmts) = inspection.as_ref() {
+                for stmt in stmts {
+                    if let Some(err) = self.judge(&policy, class, stmt, self.path.current()) {
+                        return self.refuse(err);
+                    }
+                }
+            }
+            if let Some(entry) = self.statements.get_mut(statement) {
+                entry.1 = generation;
+            }
+        }
+        if self.tenant.is_some() {
             self.portals
                 .insert(portal.to_string(), statement.to_string());
         }
+        Verdict::Forward
     }
 
     pub fn on_execute(&mut self, portal: Option<&str>) {
@@ -138,7 +165,7 @@ impl Gate {
         let inspection = portal
             .and_then(|p| self.portals.get(p))
             .and_then(|s| self.statements.get(s));
-        if let Some(Ok(statements)) = inspection.map(|i| i.as_ref()) {
+        if let Some(Ok(statements)) = inspection.map(|(i, _)| i.as_ref()) {
             for stmt in statements {
                 injector.executed(stmt);
             }
@@ -159,6 +186,7 @@ impl Gate {
     }
 
     pub fn on_sync(&mut self) {
+        self.path.end_of_implicit_transaction();
         if let Some(injector) = self.tenant.as_mut() {
             injector.synced();
         }
@@ -290,8 +318,18 @@ impl Gate {
         path: &SearchPath,
     ) -> Option<PgError> {
         let decision = match executed_statement(stmt) {
+            // PostgreSQL resolves names with the path current at PREPARE,
+            // but re-analyses with the path current at EXECUTE when anything
+            // it depends on changed: both must pass.
             Some(name) => match self.sql_prepared.get(name) {
-                Some(p) => policy.decide(class, &self.identity, &p.info, &p.path),
+                Some(p) => {
+                    let then = policy.decide(class, &self.identity, &p.info, &p.path);
+                    if then.verdict != PolicyVerdict::Allow {
+                        then
+                    } else {
+                        policy.decide(class, &self.identity, &p.info, path)
+                    }
+                }
                 None if policy.is_restricted(class) => {
                     return Some(self.opaque_error(policy, class, &format!("EXECUTE of prepared statement {name:?}, which pgward did not see prepared")));
                 }

@@ -46,7 +46,7 @@ pub async fn run(session: Established, ctx: Arc<ProxyContext>, close: Cancellati
     let mut gate = Gate::new(
         ctx.clone(),
         startup.user().to_string(),
-        search_path::initial_path(startup.get("options")),
+        search_path::initial_path(&startup),
         injector,
     );
     let mut frontend = Frontend {

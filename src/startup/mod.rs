@@ -55,6 +55,8 @@ pub enum StartupFailure {
     Auth(#[from] auth::AuthError),
     #[error("{0}")]
     Tenant(#[from] crate::tenant::source::TenantError),
+    #[error("{0}")]
+    Refused(String),
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -121,6 +123,10 @@ pub async fn open(
             return Err(e.into());
         }
     };
+    if let Some(reason) = refused_startup_settings(ctx, &startup) {
+        let _ = send_fatal(&mut client, &PgError::fatal("42501", reason.clone())).await;
+        return Err(StartupFailure::Refused(reason));
+    }
 
     let client_tls = client.tls_version();
     let mut server = match ctx.upstream.connect().await {
@@ -163,6 +169,13 @@ pub async fn open(
         client_tls,
         tenant,
     })))
+}
+
+/// Why the startup packet's settings are refused for this identity, if so.
+fn refused_startup_settings(ctx: &ProxyContext, startup: &StartupMessage) -> Option<String> {
+    let policy = ctx.policy.load();
+    let class = policy.class_for_user(startup.user());
+    policy.judge_startup(class, &startup.settings())
 }
 
 /// The session's tenant, when its class has one; takes the tenant setting

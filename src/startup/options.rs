@@ -78,6 +78,30 @@ fn find_all(words: &[String], name: &str) -> Vec<Found> {
     found
 }
 
+/// Every `name=value` setting in `options`, in order.
+pub fn all_settings(options: &str) -> Vec<(String, String)> {
+    let words = split(options);
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < words.len() {
+        let (setting, used) = if words[i] == "-c" {
+            (words.get(i + 1).map(String::as_str), 2)
+        } else {
+            (
+                words[i]
+                    .strip_prefix("--")
+                    .or_else(|| words[i].strip_prefix("-c")),
+                1,
+            )
+        };
+        if let Some((key, value)) = setting.and_then(|s| s.split_once('=')) {
+            out.push((key.replace('-', "_").to_ascii_lowercase(), value.to_string()));
+        }
+        i += used;
+    }
+    out
+}
+
 /// The value of setting `name` in `options` (the last occurrence wins, as in
 /// PostgreSQL).
 pub fn setting(options: &str, name: &str) -> Option<String> {

@@ -94,17 +94,28 @@ pub fn resolve(
     Ok(Some(tenant))
 }
 
+/// Takes the tenant setting out of the startup packet: from `options`, and
+/// as a parameter of its own (which PostgreSQL would also apply).
 fn take_from_options(startup: &mut StartupMessage, setting: &str) -> Vec<String> {
-    let Some(pos) = startup.params.iter().position(|(k, _)| k == "options") else {
-        return Vec::new();
-    };
-    let (values, rest) = options::take_setting(&startup.params[pos].1, setting);
-    match rest {
-        Some(rest) => startup.params[pos].1 = rest,
-        None => {
-            startup.params.remove(pos);
+    let mut values = Vec::new();
+    if let Some(pos) = startup.params.iter().position(|(k, _)| k == "options") {
+        let (found, rest) = options::take_setting(&startup.params[pos].1, setting);
+        values = found;
+        match rest {
+            Some(rest) => startup.params[pos].1 = rest,
+            None => {
+                startup.params.remove(pos);
+            }
         }
     }
+    startup.params.retain(|(k, v)| {
+        if k.eq_ignore_ascii_case(setting) {
+            values.push(v.clone());
+            false
+        } else {
+            true
+        }
+    });
     values
 }
 
