@@ -1,5 +1,6 @@
 //! The command line: `pgward serve`, and tools for SREs.
 
+pub mod audit;
 pub mod certs;
 pub mod check;
 pub mod serve;
@@ -24,6 +25,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Show what pgward would decide for SQL run by an identity (exit 0 allowed, 3 denied, 2 error).
     Check(check::CheckArgs),
+    /// Audit stream tools: verify the hash chain, print records.
+    Audit(audit::AuditArgs),
     /// Development certificates: `certs init` writes a CA, a server certificate and sample client certificates.
     Certs(certs::CertsArgs),
 }
