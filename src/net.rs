@@ -19,6 +19,13 @@ impl Stream {
         matches!(self, Stream::Tls(_))
     }
 
+    /// The client certificate the peer presented (verified by rustls), DER.
+    pub fn peer_certificate(&self) -> Option<&[u8]> {
+        let Stream::Tls(tls) = self else { return None };
+        let (_, conn) = tls.get_ref();
+        conn.peer_certificates()?.first().map(|c| c.as_ref())
+    }
+
     /// Negotiated TLS version, for logs and audit.
     pub fn tls_version(&self) -> Option<&'static str> {
         let Stream::Tls(tls) = self else { return None };

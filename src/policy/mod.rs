@@ -36,7 +36,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::config::tenant::ClassTenant;
-use crate::config::{Config, Mode, access::split_qualified};
+use crate::config::{CertificateIdentity, Config, Mode, UpstreamLogin, access::split_qualified};
 use crate::inspect::{Action, ObjectName, Opaque, StatementInfo};
 
 #[cfg(test)]
@@ -128,6 +128,8 @@ struct Class {
     /// Where the class's tenant comes from; `Some`: pgward sets it, and the
     /// class may not touch it.
     tenant: Option<ClassTenant>,
+    require_client_cert: bool,
+    upstream: Option<UpstreamLogin>,
 }
 
 #[derive(Debug)]
@@ -161,6 +163,9 @@ pub struct Policy {
     classes: Vec<Class>,
     /// The run-time setting carrying the tenant (lower case).
     tenant_setting: String,
+    /// Certificate identity → class (`cert_subjects`).
+    by_certificate: HashMap<String, ClassId>,
+    certificate_identity: CertificateIdentity,
     by_user: HashMap<String, ClassId>,
     default_class: ClassId,
     rules: Vec<Rule>,
@@ -181,10 +186,14 @@ impl Policy {
         let mut ids: HashMap<&str, ClassId> = HashMap::new();
         let mut classes = Vec::new();
         let mut by_user = HashMap::new();
+        let mut by_certificate = HashMap::new();
         for (i, (name, c)) in config.identities.classes.iter().enumerate() {
             ids.insert(name, ClassId(i));
             for u in &c.users {
                 by_user.insert(u.clone(), ClassId(i));
+            }
+            for subject in &c.cert_subjects {
+                by_certificate.insert(subject.clone(), ClassId(i));
             }
             let mode = c.mode.unwrap_or(global);
             let funcs = config.functions.get(name);
@@ -201,6 +210,8 @@ impl Policy {
                 name: name.clone(),
                 restricted: c.restricted,
                 tenant: c.tenant.clone(),
+                require_client_cert: c.require_client_cert,
+                upstream: c.upstream.clone(),
                 mode,
                 approved,
                 approved_mode: funcs.and_then(|f| f.mode).unwrap_or(mode),
@@ -266,6 +277,8 @@ impl Policy {
         Policy {
             classes,
             tenant_setting: config.tenant.setting.clone(),
+            by_certificate,
+            certificate_identity: config.identities.certificate_identity,
             by_user,
             default_class,
             rules,
@@ -290,6 +303,28 @@ impl Policy {
 
     pub fn is_restricted(&self, c: ClassId) -> bool {
         self.classes[c.0].restricted
+    }
+
+    /// The class of a connection: its certificate identity when one is listed
+    /// under some class's `cert_subjects`, else its startup user.
+    pub fn class_for(&self, user: &str, certificate: Option<&str>) -> ClassId {
+        certificate
+            .and_then(|c| self.by_certificate.get(c).copied())
+            .unwrap_or_else(|| self.class_for_user(user))
+    }
+
+    /// Which certificate field names an identity.
+    pub fn certificate_identity(&self) -> CertificateIdentity {
+        self.certificate_identity
+    }
+
+    pub fn requires_client_cert(&self, c: ClassId) -> bool {
+        self.classes[c.0].require_client_cert
+    }
+
+    /// The role pgward logs in as for certificate-identified members of `c`.
+    pub fn upstream_login(&self, c: ClassId) -> Option<&UpstreamLogin> {
+        self.classes[c.0].upstream.as_ref()
     }
 
     /// Where the class's tenant comes from, when pgward sets one.
@@ -459,9 +494,24 @@ struct Finding {
 /// such as `'` or `\`: the server would split text differently from pgward,
 /// which reads it as UTF-8. (PostgreSQL supports them only as client encodings.)
 const UNSAFE_CLIENT_ENCODINGS: &[&str] = &[
-    "SJIS", "SHIFTJIS", "SHIFTJIS2004", "MSKANJI", "WIN932", "WINDOWS932", "BIG5", "WIN950",
-    "WINDOWS950", "GBK", "WIN936", "WINDOWS936", "CP936", "UHC", "WIN949", "WINDOWS949",
-    "GB18030", "JOHAB",
+    "SJIS",
+    "SHIFTJIS",
+    "SHIFTJIS2004",
+    "MSKANJI",
+    "WIN932",
+    "WINDOWS932",
+    "BIG5",
+    "WIN950",
+    "WINDOWS950",
+    "GBK",
+    "WIN936",
+    "WINDOWS936",
+    "CP936",
+    "UHC",
+    "WIN949",
+    "WINDOWS949",
+    "GB18030",
+    "JOHAB",
 ];
 
 impl Policy {

@@ -506,11 +506,25 @@ fn ordinary_settings_pass_but_the_injected_tenant_does_not() {
         ..Default::default()
     };
     let app = p.class_for_user("someone_else");
-    let d = p.decide(app, "someone_else", &set(&["statement_timeout", "app.current_tenant"]), &public());
+    let d = p.decide(
+        app,
+        "someone_else",
+        &set(&["statement_timeout", "app.current_tenant"]),
+        &public(),
+    );
     assert_eq!(d.verdict, Allow, "class app has no injected tenant: {d:?}");
     let w = p.class_for_user("dragonfly_app");
-    assert_eq!(p.decide(w, "dragonfly_app", &set(&["statement_timeout"]), &public()).verdict, Allow);
-    for tamper in [&["app.current_tenant"][..], &["*"], &["role"], &["session_authorization"]] {
+    assert_eq!(
+        p.decide(w, "dragonfly_app", &set(&["statement_timeout"]), &public())
+            .verdict,
+        Allow
+    );
+    for tamper in [
+        &["app.current_tenant"][..],
+        &["*"],
+        &["role"],
+        &["session_authorization"],
+    ] {
         let d = p.decide(w, "dragonfly_app", &set(tamper), &public());
         assert_eq!(d.verdict, Deny, "{tamper:?}");
         assert_eq!(d.rule.as_deref(), Some(TENANT_RULE), "{tamper:?}");

@@ -13,6 +13,7 @@ use crate::inspect::{Opaque, StatementInfo};
 use crate::policy::{ClassId, Decision, Policy, SearchPath, Verdict as PolicyVerdict};
 use crate::protocol::TxnStatus;
 use crate::protocol::reply::{PgError, Severity};
+use crate::startup::identity::Identity;
 use crate::tenant::inject::{Rewrite, TenantInjector};
 
 /// SQLSTATE insufficient_privilege: what PostgreSQL itself answers when a
@@ -40,7 +41,7 @@ struct SqlPrepared {
 /// Judges one session's statements.
 pub struct Gate {
     ctx: Arc<ProxyContext>,
-    identity: String,
+    identity: Identity,
     path: PathTracker,
     sql_prepared: HashMap<String, Arc<SqlPrepared>>,
     /// Present when pgward sets this session's tenant.
@@ -58,7 +59,7 @@ pub struct Gate {
 impl Gate {
     pub fn new(
         ctx: Arc<ProxyContext>,
-        identity: String,
+        identity: Identity,
         initial_path: SearchPath,
         tenant: Option<TenantInjector>,
     ) -> Self {
@@ -139,7 +140,7 @@ impl Gate {
         {
             let inspection = inspection.clone();
             let policy = self.ctx.policy.load();
-            let class = policy.class_for_user(&self.identity);
+            let class = self.identity.class(&policy);
             if let Ok(stmts) = inspection.as_ref() {
                 for stmt in stmts {
                     if let Some(err) = self.judge(&policy, class, stmt, self.path.current()) {
@@ -195,7 +196,7 @@ impl Gate {
     /// FunctionCall carries a function OID and no SQL: nothing to inspect.
     pub fn on_function_call(&mut self) -> Verdict {
         let policy = self.ctx.policy.load();
-        let class = policy.class_for_user(&self.identity);
+        let class = self.identity.class(&policy);
         if !policy.is_restricted(class) {
             return Verdict::Forward;
         }
@@ -204,7 +205,7 @@ impl Gate {
             REFUSED,
             format!(
                 "pgward: the FunctionCall protocol message is refused for {} (class {}): it carries no SQL to inspect",
-                self.identity,
+                self.identity.name(),
                 policy.class_name(class)
             ),
         )
@@ -229,7 +230,7 @@ impl Gate {
         shared: &SessionShared,
     ) -> Verdict {
         let policy = self.ctx.policy.load();
-        let class = policy.class_for_user(&self.identity);
+        let class = self.identity.class(&policy);
         let restricted = policy.is_restricted(class);
         let Some(inspection) = inspection else {
             if !restricted {
@@ -323,11 +324,11 @@ impl Gate {
             // it depends on changed: both must pass.
             Some(name) => match self.sql_prepared.get(name) {
                 Some(p) => {
-                    let then = policy.decide(class, &self.identity, &p.info, &p.path);
+                    let then = policy.decide(class, self.identity.name(), &p.info, &p.path);
                     if then.verdict != PolicyVerdict::Allow {
                         then
                     } else {
-                        policy.decide(class, &self.identity, &p.info, path)
+                        policy.decide(class, self.identity.name(), &p.info, path)
                     }
                 }
                 None if policy.is_restricted(class) => {
@@ -335,7 +336,7 @@ impl Gate {
                 }
                 None => return None,
             },
-            None => policy.decide(class, &self.identity, stmt, path),
+            None => policy.decide(class, self.identity.name(), stmt, path),
         };
         match decision.verdict {
             PolicyVerdict::Allow => None,
@@ -357,7 +358,7 @@ impl Gate {
             REFUSED,
             format!(
                 "pgward: {what} is refused for {} (class {}) by rule {}",
-                self.identity,
+                self.identity.name(),
                 policy.class_name(class),
                 crate::policy::OPAQUE_RULE
             ),
@@ -365,7 +366,7 @@ impl Gate {
     }
 
     fn refuse(&self, err: PgError) -> Verdict {
-        tracing::warn!(identity = %self.identity, "refused: {}", err.message);
+        tracing::warn!(identity = %self.identity.name(), "refused: {}", err.message);
         Verdict::Refuse(err)
     }
 }

@@ -36,6 +36,7 @@ pub async fn run(session: Established, ctx: Arc<ProxyContext>, close: Cancellati
         cancel_key: _cancel_key,
         startup,
         tenant,
+        identity,
         ..
     } = session;
     let shared = SessionShared::default();
@@ -45,7 +46,7 @@ pub async fn run(session: Established, ctx: Arc<ProxyContext>, close: Cancellati
     });
     let mut gate = Gate::new(
         ctx.clone(),
-        startup.user().to_string(),
+        identity,
         search_path::initial_path(&startup),
         injector,
     );

@@ -94,7 +94,9 @@ impl PathTracker {
             return;
         };
         let (value, local) = match change {
-            SearchPathChange::Set { schemas, local } => (SearchPath::Known(schemas.clone()), *local),
+            SearchPathChange::Set { schemas, local } => {
+                (SearchPath::Known(schemas.clone()), *local)
+            }
             SearchPathChange::Reset { local } => (self.initial.clone(), *local),
             SearchPathChange::Unknown => (SearchPath::Unknown, false),
         };
@@ -266,7 +268,11 @@ mod tests {
         p.end_of_implicit_transaction();
         assert_eq!(p.current(), &known(&["public"]));
         p.apply(&set(&["ops"], true), Certainty::Alone, false);
-        assert_eq!(p.current(), &known(&["public"]), "a lone SET LOCAL only warns");
+        assert_eq!(
+            p.current(),
+            &known(&["public"]),
+            "a lone SET LOCAL only warns"
+        );
     }
 
     #[test]
@@ -289,7 +295,11 @@ mod tests {
         p.apply(&chain, Certainty::Alone, true);
         p.apply(&set(&["public"], false), Certainty::Alone, false);
         p.apply(&txn(TxnControl::Rollback), Certainty::Alone, false);
-        assert_eq!(p.current(), &known(&["ops"]), "the chained block's SET was rolled back");
+        assert_eq!(
+            p.current(),
+            &known(&["ops"]),
+            "the chained block's SET was rolled back"
+        );
     }
 
     #[test]
@@ -350,10 +360,16 @@ mod initial_path_tests {
     #[test]
     fn initial_path_folds_like_postgres() {
         assert_eq!(
-            initial_path(&startup(&[("user", "u"), ("options", "-c search_path=Ops,\"Mixed\"")])),
+            initial_path(&startup(&[
+                ("user", "u"),
+                ("options", "-c search_path=Ops,\"Mixed\"")
+            ])),
             SearchPath::Known(vec!["ops".into(), "Mixed".into()])
         );
-        assert_eq!(initial_path(&startup(&[("user", "u")])), SearchPath::Known(default_path()));
+        assert_eq!(
+            initial_path(&startup(&[("user", "u")])),
+            SearchPath::Known(default_path())
+        );
     }
 
     #[test]

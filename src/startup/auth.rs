@@ -47,6 +47,13 @@ pub enum AuthError {
     Io(#[from] std::io::Error),
 }
 
+/// The role and password pgward logs in with itself (see
+/// `identities.classes.X.upstream`); the client is then never asked.
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+}
+
 /// Cancel keys learned during startup.
 pub struct SessionKeys {
     pub backend: Option<BackendKey>,
@@ -61,6 +68,7 @@ pub async fn relay<CR, CW, SR, SW>(
     server_reader: &mut FrameReader<SR>,
     server: &mut SW,
     ctx: &ProxyContext,
+    credentials: Option<&Credentials>,
 ) -> Result<SessionKeys, AuthError>
 where
     CR: AsyncRead + Unpin,
@@ -72,9 +80,22 @@ where
         backend: None,
         issued: None,
     };
+    let mut own = credentials.map(OwnLogin::new);
     loop {
         let (tag, frame) = next_whole(server_reader).await?;
         match tag {
+            backend_tag::AUTHENTICATION if own.is_some() => {
+                let mut f = Fields::new(body(&frame));
+                let code = f.i32().ok_or(AuthError::Malformed)?;
+                if code == AUTH_OK {
+                    client.write_all(&frame).await?;
+                } else if let Some(login) = own.as_mut() {
+                    let reply = login.answer(code, f.remaining())?;
+                    if !reply.is_empty() {
+                        server.write_all(&reply).await?;
+                    }
+                }
+            }
             backend_tag::AUTHENTICATION => {
                 let mut f = Fields::new(body(&frame));
                 let code = f.i32().ok_or(AuthError::Malformed)?;
@@ -133,6 +154,70 @@ where
             }
             other => return Err(AuthError::UnexpectedServerMessage(other as char)),
         }
+    }
+}
+
+/// pgward's own side of an authentication exchange, as a client.
+struct OwnLogin<'a> {
+    credentials: &'a Credentials,
+    scram: Option<postgres_protocol::authentication::sasl::ScramSha256>,
+}
+
+impl<'a> OwnLogin<'a> {
+    fn new(credentials: &'a Credentials) -> Self {
+        OwnLogin {
+            credentials,
+            scram: None,
+        }
+    }
+
+    /// The message answering authentication request `code` (empty: none).
+    fn answer(&mut self, code: i32, data: &[u8]) -> Result<BytesMut, AuthError> {
+        use postgres_protocol::authentication::{md5_hash, sasl};
+        use postgres_protocol::message::frontend;
+        let mut out = BytesMut::new();
+        let password = self.credentials.password.as_bytes();
+        let io = |_| AuthError::Malformed;
+        match code {
+            AUTH_CLEARTEXT => frontend::password_message(password, &mut out).map_err(io)?,
+            AUTH_MD5 => {
+                let salt: [u8; 4] = data
+                    .get(..4)
+                    .and_then(|s| s.try_into().ok())
+                    .ok_or(AuthError::Malformed)?;
+                let hash = md5_hash(self.credentials.user.as_bytes(), password, salt);
+                frontend::password_message(hash.as_bytes(), &mut out).map_err(io)?;
+            }
+            AUTH_SASL => {
+                let offers_scram = data
+                    .split(|&b| b == 0)
+                    .any(|m| m == sasl::SCRAM_SHA_256.as_bytes());
+                if !offers_scram {
+                    return Err(AuthError::UnsupportedMethod(code));
+                }
+                let scram = sasl::ScramSha256::new(password, sasl::ChannelBinding::unsupported());
+                frontend::sasl_initial_response(sasl::SCRAM_SHA_256, scram.message(), &mut out)
+                    .map_err(io)?;
+                self.scram = Some(scram);
+            }
+            AUTH_SASL_CONTINUE => {
+                let scram = self.scram.as_mut().ok_or(AuthError::Malformed)?;
+                scram
+                    .update(data)
+                    .map_err(|e| AuthError::Refused(e.to_string()))?;
+                frontend::sasl_response(scram.message(), &mut out).map_err(io)?;
+            }
+            AUTH_SASL_FINAL => {
+                let scram = self.scram.as_mut().ok_or(AuthError::Malformed)?;
+                // Verifies the server's signature: PostgreSQL proves it knows
+                // the password too.
+                scram
+                    .finish(data)
+                    .map_err(|e| AuthError::Refused(e.to_string()))?;
+            }
+            other => return Err(AuthError::UnsupportedMethod(other)),
+        }
+        Ok(out)
     }
 }
 

@@ -3,6 +3,8 @@
 //! exchange relayed between client and PostgreSQL.
 
 pub mod auth;
+pub mod client_cert;
+pub mod identity;
 pub mod options;
 pub mod tls;
 
@@ -19,6 +21,8 @@ use crate::protocol::reply::PgError;
 use crate::protocol::startup::{
     InitialPacket, StartupError, StartupMessage, encode_cancel, read_initial_packet,
 };
+use client_cert::ClientCertificate;
+use identity::Identity;
 
 /// Largest message accepted during authentication (SASL messages are small).
 const MAX_AUTH_MESSAGE: usize = 64 * 1024;
@@ -37,6 +41,7 @@ pub struct Established {
     pub client_tls: Option<&'static str>,
     /// The tenant pgward sets in every transaction, when the class has one.
     pub tenant: Option<String>,
+    pub identity: Identity,
 }
 
 /// Why a connection ended before becoming a session. Each variant has already
@@ -116,14 +121,25 @@ pub async fn open(
         }
     };
     let mut startup = startup;
-    let tenant = match resolve_tenant(ctx, &mut startup) {
+    let certificate = client
+        .peer_certificate()
+        .and_then(ClientCertificate::from_der);
+    let identity = Identity::new(startup.user().to_string(), certificate, &ctx.policy.load());
+    let credentials = match upstream_credentials(ctx, &identity, &mut startup) {
+        Ok(c) => c,
+        Err(err) => {
+            let _ = send_fatal(&mut client, &err).await;
+            return Err(StartupFailure::Refused(err.message));
+        }
+    };
+    let tenant = match resolve_tenant(ctx, &mut startup, &identity) {
         Ok(t) => t,
         Err(e) => {
             let _ = send_fatal(&mut client, &e.to_pg_error()).await;
             return Err(e.into());
         }
     };
-    if let Some(reason) = refused_startup_settings(ctx, &startup) {
+    if let Some(reason) = refused_startup_settings(ctx, &startup, &identity) {
         let _ = send_fatal(&mut client, &PgError::fatal("42501", reason.clone())).await;
         return Err(StartupFailure::Refused(reason));
     }
@@ -152,6 +168,7 @@ pub async fn open(
         &mut server_reader,
         &mut server_writer,
         ctx,
+        credentials.as_ref(),
     )
     .await?;
 
@@ -168,13 +185,58 @@ pub async fn open(
         cancel_key: keys.issued,
         client_tls,
         tenant,
+        identity,
     })))
 }
 
-/// Why the startup packet's settings are refused for this identity, if so.
-fn refused_startup_settings(ctx: &ProxyContext, startup: &StartupMessage) -> Option<String> {
+/// For a certificate-identified member of a class with an `upstream` login,
+/// pgward logs in to PostgreSQL itself: the startup user becomes that role
+/// and the client is never asked for a password. Also refuses members of
+/// classes that require a certificate and presented none.
+fn upstream_credentials(
+    ctx: &ProxyContext,
+    identity: &Identity,
+    startup: &mut StartupMessage,
+) -> Result<Option<auth::Credentials>, PgError> {
     let policy = ctx.policy.load();
-    let class = policy.class_for_user(startup.user());
+    let class = identity.class(&policy);
+    if policy.requires_client_cert(class) && identity.certificate.is_none() {
+        return Err(PgError::fatal(
+            "28000",
+            format!(
+                "pgward: class {} requires a client certificate: connect with sslmode=verify-full sslcert=... sslkey=...",
+                policy.class_name(class)
+            ),
+        ));
+    }
+    let (Some(login), Some(_)) = (policy.upstream_login(class), &identity.certificate_name) else {
+        return Ok(None);
+    };
+    let password = login.password().map_err(|e| {
+        tracing::error!("upstream login for class {}: {e}", policy.class_name(class));
+        PgError::fatal(
+            "28000",
+            "pgward: cannot log in to PostgreSQL for this identity (see pgward's log)",
+        )
+    })?;
+    match startup.params.iter_mut().find(|(k, _)| k == "user") {
+        Some((_, user)) => *user = login.user.clone(),
+        None => startup.params.push(("user".into(), login.user.clone())),
+    }
+    Ok(Some(auth::Credentials {
+        user: login.user.clone(),
+        password,
+    }))
+}
+
+/// Why the startup packet's settings are refused for this identity, if so.
+fn refused_startup_settings(
+    ctx: &ProxyContext,
+    startup: &StartupMessage,
+    identity: &Identity,
+) -> Option<String> {
+    let policy = ctx.policy.load();
+    let class = identity.class(&policy);
     policy.judge_startup(class, &startup.settings())
 }
 
@@ -183,20 +245,21 @@ fn refused_startup_settings(ctx: &ProxyContext, startup: &StartupMessage) -> Opt
 fn resolve_tenant(
     ctx: &ProxyContext,
     startup: &mut StartupMessage,
+    identity: &Identity,
 ) -> Result<Option<String>, crate::tenant::source::TenantError> {
     let policy = ctx.policy.load();
-    let identity = startup.user().to_string();
-    let class = policy.class_for_user(&identity);
+    let class = identity.class(&policy);
     let Some(spec) = policy.tenant_spec(class) else {
         return Ok(None);
     };
+    let certificate = identity.certificate.as_ref().map(ClientCertificate::tenant);
     crate::tenant::source::resolve(
         spec,
         policy.tenant_setting(),
-        &identity,
+        identity.name(),
         policy.class_name(class),
         startup,
-        None,
+        certificate.as_ref(),
     )
 }
 

@@ -95,7 +95,10 @@ pub fn all_settings(options: &str) -> Vec<(String, String)> {
             )
         };
         if let Some((key, value)) = setting.and_then(|s| s.split_once('=')) {
-            out.push((key.replace('-', "_").to_ascii_lowercase(), value.to_string()));
+            out.push((
+                key.replace('-', "_").to_ascii_lowercase(),
+                value.to_string(),
+            ));
         }
         i += used;
     }
