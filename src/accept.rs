@@ -1,6 +1,7 @@
 //! The listener: accepts connections, runs each as its own task, and drains
 //! them on shutdown.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,8 +10,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::audit::{AuthRecord, ConnectRecord, StartupRefusedRecord};
 use crate::context::ProxyContext;
-use crate::startup::{self, Opened};
+use crate::startup::{self, Established, Opened};
 
 /// Accepts clients until `shutdown` fires, then gives sessions `drain` to
 /// finish before closing them.
@@ -40,22 +42,30 @@ pub async fn serve(
         let span = tracing::info_span!("session", id = next_id, %peer, user = tracing::field::Empty, db = tracing::field::Empty);
         let ctx = ctx.clone();
         let close = close_sessions.clone();
+        let session_id = next_id;
         tracker.spawn(
             async move {
+                let started = std::time::Instant::now();
                 let opened = tokio::time::timeout(
                     ctx.limits.startup_timeout(),
                     startup::open(tcp, peer, &ctx),
                 )
                 .await;
                 match opened {
-                    Err(_) => tracing::info!("startup timed out"),
+                    Err(_) => {
+                        tracing::info!("startup timed out");
+                        refused(&ctx, session_id, peer, "08006", "startup timed out").await;
+                    }
                     // A bare TCP connect-and-close (health checks, port probes) is routine.
                     Ok(Err(startup::StartupFailure::BadPacket(
                         crate::protocol::startup::StartupError::Io(e),
                     ))) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                         tracing::debug!("connection closed before a startup packet")
                     }
-                    Ok(Err(e)) => tracing::info!("connection refused during startup: {e}"),
+                    Ok(Err(e)) => {
+                        tracing::info!("connection refused during startup: {e}");
+                        refused(&ctx, session_id, peer, e.sqlstate(), &e.to_string()).await;
+                    }
                     Ok(Ok(Opened::Cancel)) => {}
                     Ok(Ok(Opened::Session(session))) => {
                         let span = tracing::Span::current();
@@ -65,7 +75,13 @@ pub async fn serve(
                             tls = session.client_tls.unwrap_or("off"),
                             "session started"
                         );
-                        crate::relay::run(*session, ctx, close).await;
+                        opened_records(&ctx, session_id, peer, &session).await;
+                        let info = crate::relay::SessionInfo {
+                            id: session_id,
+                            peer,
+                            started,
+                        };
+                        crate::relay::run(*session, ctx, close, info).await;
                         tracing::info!("session ended");
                     }
                 }
@@ -86,5 +102,70 @@ pub async fn serve(
         );
         close_sessions.cancel();
         tracker.wait().await;
+    }
+}
+
+/// Records a connection refused before its session began.
+async fn refused(
+    ctx: &ProxyContext,
+    session_id: u64,
+    peer: SocketAddr,
+    sqlstate: &str,
+    reason: &str,
+) {
+    let record = StartupRefusedRecord {
+        session_id,
+        peer: peer.to_string(),
+        identity: None,
+        database: None,
+        sqlstate: sqlstate.to_string(),
+        reason: reason.to_string(),
+    };
+    if let Err(e) = ctx.audit.record(record).await {
+        tracing::error!("startup refusal not audited: {e}");
+    }
+}
+
+/// Records a new session: the connection (TLS, certificate) and its
+/// authentication.
+async fn opened_records(ctx: &ProxyContext, session_id: u64, peer: SocketAddr, s: &Established) {
+    let certificate = s.identity.certificate.as_ref();
+    let connect = ConnectRecord {
+        session_id,
+        peer: peer.to_string(),
+        tls_version: s.client_tls.map(str::to_string),
+        cert_subject: certificate.map(|c| c.subject.clone()),
+        cert_fingerprint: certificate.map(|c| c.fingerprint.clone()),
+    };
+    let class = {
+        let policy = ctx.policy.load();
+        policy.class_name(s.identity.class(&policy)).to_string()
+    };
+    let auth = AuthRecord {
+        session_id,
+        peer: peer.to_string(),
+        identity: s.identity.name().to_string(),
+        identity_class: Some(class),
+        upstream_user: Some(s.startup.user().to_string()),
+        database: s.startup.database().to_string(),
+        tenant: s.tenant.clone(),
+        ok: true,
+        method: Some(
+            if certificate.is_some() {
+                "certificate"
+            } else {
+                "relayed"
+            }
+            .to_string(),
+        ),
+        error: None,
+    };
+    for event in [
+        crate::audit::Event::from(connect),
+        crate::audit::Event::from(auth),
+    ] {
+        if let Err(e) = ctx.audit.record(event).await {
+            tracing::error!("session start not audited: {e}");
+        }
     }
 }

@@ -8,6 +8,7 @@ use arc_swap::ArcSwap;
 use rustls::pki_types::ServerName;
 use tokio_rustls::TlsAcceptor;
 
+use crate::audit::Auditor;
 use crate::cancel::CancelRegistry;
 use crate::config::{Config, Limits};
 use crate::inspect::cache::InspectCache;
@@ -23,6 +24,8 @@ pub struct ProxyContext {
     /// The policy in force; replaced whole on reload, read lock-free per statement.
     pub policy: ArcSwap<Policy>,
     pub inspections: InspectCache,
+    /// Where every statement and connection event is recorded.
+    pub audit: Auditor,
 }
 
 /// Distinct statement texts whose inspection is kept.
@@ -39,7 +42,7 @@ pub enum ContextError {
 }
 
 impl ProxyContext {
-    pub fn from_config(config: &Config) -> Result<Arc<ProxyContext>, ContextError> {
+    pub fn from_config(config: &Config, audit: Auditor) -> Result<Arc<ProxyContext>, ContextError> {
         let tls = match &config.server.tls {
             Some(files) => Some(TlsAcceptor::from(
                 tls::server_config(files).map_err(ContextError::ClientTls)?,
@@ -74,6 +77,7 @@ impl ProxyContext {
             cancels: CancelRegistry::default(),
             policy: ArcSwap::from_pointee(Policy::from_config(config)),
             inspections: InspectCache::new(INSPECT_CACHE_ENTRIES),
+            audit,
         }))
     }
 }

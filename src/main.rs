@@ -14,6 +14,7 @@ fn main() {
     let code = match cli.command {
         Command::Serve(args) => pgward::cli::serve::run(args),
         Command::Check(args) => pgward::cli::check::run(args),
+        Command::Doctor(args) => pgward::cli::doctor::run(args),
         Command::Audit(args) => pgward::cli::audit::run(args),
         Command::Certs(args) => pgward::cli::certs::run(args),
     };

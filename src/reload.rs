@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::PolicyReloadRecord;
 use crate::config::Config;
 use crate::context::ProxyContext;
 use crate::policy::Policy;
@@ -37,14 +38,16 @@ pub async fn watch(path: PathBuf, ctx: Arc<ProxyContext>, shutdown: Cancellation
             _ = hangup.recv() => {
                 tracing::info!("SIGHUP received, reloading {}", path.display());
                 last_seen = modified(&path);
-                reload(&path, &ctx);
+                let result = reload(&path, &ctx);
+                audit_reload(&ctx, &path, "SIGHUP", result).await;
             }
             _ = tick.tick() => {
                 let now = modified(&path);
                 if now != last_seen {
                     last_seen = now;
                     tracing::info!("{} changed, reloading", path.display());
-                    reload(&path, &ctx);
+                    let result = reload(&path, &ctx);
+                    audit_reload(&ctx, &path, "file change", result).await;
                 }
             }
         }
@@ -55,17 +58,37 @@ fn modified(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
-/// Loads, validates and installs the policy; returns whether it was installed.
-pub fn reload(path: &Path, ctx: &ProxyContext) -> bool {
+/// Loads, validates and installs the policy; the error if it was rejected.
+pub fn reload(path: &Path, ctx: &ProxyContext) -> Result<(), String> {
     match Config::load(path) {
         Ok(config) => {
             ctx.policy.store(Arc::new(Policy::from_config(&config)));
             tracing::info!("policy reloaded from {}", path.display());
-            true
+            Ok(())
         }
         Err(e) => {
             tracing::error!("policy reload rejected, the previous policy stays in force: {e}");
-            false
+            Err(e.to_string())
         }
+    }
+}
+
+/// Records a reload attempt, with the hash of the file when it took effect.
+async fn audit_reload(ctx: &ProxyContext, path: &Path, source: &str, result: Result<(), String>) {
+    use sha2::{Digest, Sha256};
+    let policy_sha256 = match &result {
+        Ok(()) => std::fs::read(path)
+            .ok()
+            .map(|b| hex::encode(Sha256::digest(b))),
+        Err(_) => None,
+    };
+    let record = PolicyReloadRecord {
+        ok: result.is_ok(),
+        error: result.err(),
+        source: Some(source.to_string()),
+        policy_sha256,
+    };
+    if let Err(e) = ctx.audit.record(record).await {
+        tracing::error!("policy reload not audited: {e}");
     }
 }

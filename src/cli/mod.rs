@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod certs;
 pub mod check;
+pub mod doctor;
 pub mod serve;
 
 use std::path::PathBuf;
@@ -25,6 +26,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Show what pgward would decide for SQL run by an identity (exit 0 allowed, 3 denied, 2 error).
     Check(check::CheckArgs),
+    /// Report the upstream database's security posture against the policy (exit 0 sound, 1 findings, 2 error).
+    Doctor(doctor::DoctorArgs),
     /// Audit stream tools: verify the hash chain, print records.
     Audit(audit::AuditArgs),
     /// Development certificates: `certs init` writes a CA, a server certificate and sample client certificates.
@@ -42,4 +45,7 @@ pub struct ServeArgs {
     /// PostgreSQL server to relay to (overrides server.upstream).
     #[arg(long, value_name = "HOST:PORT")]
     pub upstream: Option<String>,
+    /// Audit file (overrides audit.sinks.file.path).
+    #[arg(long, value_name = "PATH")]
+    pub audit_file: Option<PathBuf>,
 }

@@ -5,6 +5,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use super::{EXIT_CONFIG, ServeArgs};
+use crate::audit::Auditor;
 use crate::config::Config;
 use crate::context::ProxyContext;
 
@@ -23,7 +24,19 @@ pub fn run(args: ServeArgs) -> i32 {
     if let Some(upstream) = args.upstream {
         config.server.upstream = upstream;
     }
-    let ctx = match ProxyContext::from_config(&config) {
+    if let Some(path) = args.audit_file {
+        config.audit.override_file_path(path);
+    }
+    // The audit stream starts first: pgward never serves a statement it
+    // cannot record.
+    let (auditor, _audit_task) = match Auditor::start(&config.audit) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("pgward: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    let ctx = match ProxyContext::from_config(&config, auditor) {
         Ok(ctx) => ctx,
         Err(e) => {
             eprintln!("pgward: {}: {e}", args.config.display());
@@ -75,8 +88,18 @@ pub fn run(args: ServeArgs) -> i32 {
             ctx.clone(),
             shutdown.clone(),
         ));
-        crate::accept::serve(listener, ctx, shutdown, config.limits.drain_timeout()).await;
+        crate::accept::serve(
+            listener,
+            ctx.clone(),
+            shutdown,
+            config.limits.drain_timeout(),
+        )
+        .await;
         reloader.abort();
+        // Every queued record is written and synced before exit.
+        if let Err(e) = ctx.audit.flush().await {
+            tracing::error!("audit stream not flushed: {e}");
+        }
         signals.abort();
         tracing::info!("pgward stopped");
         0

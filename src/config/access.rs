@@ -138,7 +138,8 @@ impl UpstreamLogin {
     /// Reads the password now (at each login, so a rotated secret is picked up).
     pub fn password(&self) -> Result<String, String> {
         if let Some(var) = &self.password_env {
-            return std::env::var(var).map_err(|_| format!("environment variable {var} is not set"));
+            return std::env::var(var)
+                .map_err(|_| format!("environment variable {var} is not set"));
         }
         if let Some(path) = &self.password_file {
             return std::fs::read_to_string(path)
@@ -251,7 +252,8 @@ pub fn validate(
             return Err(problem(
                 classes.key(name).key("upstream"),
                 Target::Key,
-                "give exactly one of password_env and password_file (never the password itself)".into(),
+                "give exactly one of password_env and password_file (never the password itself)"
+                    .into(),
             ));
         }
     }

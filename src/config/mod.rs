@@ -46,6 +46,9 @@ pub struct Config {
     /// The run-time setting that carries the tenant.
     #[serde(default)]
     pub tenant: tenant::TenantSettings,
+    /// The audit stream: sinks, queue, durability.
+    #[serde(default)]
+    pub audit: crate::audit::AuditConfig,
 }
 
 /// A configuration file that could not be used, with where and why.

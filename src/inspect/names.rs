@@ -145,7 +145,11 @@ pub(super) fn object_type_label(objtype: ObjectType) -> String {
 /// with PostgreSQL's own identifier rules by parsing it as a FROM item.
 /// `None` unless it is exactly one plain relation name.
 pub(super) fn regclass_literal(text: &str) -> Option<ObjectName> {
-    let parsed = pg_query::parse(&format!("SELECT FROM {text}"), pg_query::ParserOptions::DEFAULT).ok()?;
+    let parsed = pg_query::parse(
+        &format!("SELECT FROM {text}"),
+        pg_query::ParserOptions::DEFAULT,
+    )
+    .ok()?;
     let [stmt] = parsed.protobuf.stmts.as_slice() else {
         return None;
     };

@@ -6,7 +6,9 @@
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
+use super::notes::Draft;
 use super::shared::{Handling, Reach, SessionShared};
+use crate::audit::Auditor;
 use crate::protocol::TxnStatus;
 use crate::protocol::backend_tag;
 use crate::protocol::fields::error_field;
@@ -48,6 +50,7 @@ pub async fn run<R, W>(
     shared: &SessionShared,
     reader: &mut FrameReader<R>,
     client: &mut W,
+    auditor: &Auditor,
 ) -> ServerEnd
 where
     R: AsyncRead + Unpin,
@@ -55,6 +58,7 @@ where
 {
     let mut out = BytesMut::with_capacity(16 * 1024);
     let mut saw_fatal = false;
+    let mut finished: Vec<Draft> = Vec::new();
     loop {
         let piece = match reader.next(backend_want).await {
             Ok(Some(piece)) => piece,
@@ -83,8 +87,12 @@ where
                 if tag == backend_tag::ERROR_RESPONSE && is_fatal(body(&bytes)) {
                     saw_fatal = true;
                 }
-                route(shared, tag, &bytes, &mut out);
+                route(shared, tag, &bytes, &mut out, &mut finished);
             }
+        }
+        // A statement's record is queued before its result reaches the client.
+        for draft in finished.drain(..) {
+            record(shared, auditor, draft).await;
         }
         if !reader.has_buffered() || out.len() >= FLUSH_THRESHOLD {
             if let Err(e) = client.write_all(&out).await {
@@ -102,9 +110,25 @@ fn is_fatal(fields: &[u8]) -> bool {
     )
 }
 
+/// Queues one statement's record and counts it for the session.
+pub async fn record(shared: &SessionShared, auditor: &Auditor, draft: Draft) {
+    let record = draft.finish();
+    shared.count(record.decision);
+    if let Err(e) = auditor.record(record).await {
+        tracing::error!("statement not audited: {e}");
+    }
+}
+
 /// Matches one whole server message to the answer it belongs to, and appends
-/// what the client should see of it to `out`.
-fn route(shared: &SessionShared, tag: u8, frame: &[u8], out: &mut BytesMut) {
+/// what the client should see of it to `out`; records of statements it
+/// completes go to `finished`.
+fn route(
+    shared: &SessionShared,
+    tag: u8,
+    frame: &[u8],
+    out: &mut BytesMut,
+    finished: &mut Vec<Draft>,
+) {
     // Asynchronous messages belong to no answer.
     if matches!(tag, b'N' | b'A' | backend_tag::PARAMETER_STATUS) {
         out.extend_from_slice(frame);
@@ -118,6 +142,7 @@ fn route(shared: &SessionShared, tag: u8, frame: &[u8], out: &mut BytesMut) {
             }
             // Completions still queued were skipped after an error.
             while let Some(done) = queue.pop_front() {
+                finish(done.drafts, finished);
                 if done.reach != Reach::Completion {
                     break;
                 }
@@ -125,10 +150,24 @@ fn route(shared: &SessionShared, tag: u8, frame: &[u8], out: &mut BytesMut) {
             out.extend_from_slice(frame);
         }
         backend_tag::ERROR_RESPONSE => {
-            let Some(front) = queue.front() else {
+            let Some(front) = queue.front_mut() else {
                 out.extend_from_slice(frame);
                 return;
             };
+            let index = front.client_completes as usize;
+            if let Some(draft) = front.drafts.get_mut(index) {
+                let sqlstate = match &front.handling {
+                    Handling::Refusal(_)
+                        if error_field(body(frame), b'C') != Some(IN_FAILED_TRANSACTION) =>
+                    {
+                        "42501".to_string()
+                    }
+                    _ => error_field(body(frame), b'C')
+                        .map(|c| String::from_utf8_lossy(c).into_owned())
+                        .unwrap_or_default(),
+                };
+                draft.failed(&sqlstate);
+            }
             match &front.handling {
                 Handling::Refusal(refusal)
                     if error_field(body(frame), b'C') != Some(IN_FAILED_TRANSACTION) =>
@@ -140,7 +179,9 @@ fn route(shared: &SessionShared, tag: u8, frame: &[u8], out: &mut BytesMut) {
             if front.reach == Reach::Completion {
                 // The server now skips every message up to Sync.
                 while queue.front().is_some_and(|e| e.reach == Reach::Completion) {
-                    queue.pop_front();
+                    if let Some(done) = queue.pop_front() {
+                        finish(done.drafts, finished);
+                    }
                 }
             }
         }
@@ -158,15 +199,34 @@ fn route(shared: &SessionShared, tag: u8, frame: &[u8], out: &mut BytesMut) {
             };
             if tag == b'C' {
                 front.completes_seen += 1;
+                if !swallow {
+                    let index = front.client_completes as usize;
+                    if let Some(draft) = front.drafts.get_mut(index) {
+                        let text = crate::protocol::fields::Fields::new(body(frame))
+                            .cstr()
+                            .unwrap_or("");
+                        draft.completed(text);
+                    }
+                    front.client_completes += 1;
+                }
             }
-            if front.reach == Reach::Completion && completes_extended(tag) {
-                queue.pop_front();
+            if front.reach == Reach::Completion
+                && completes_extended(tag)
+                && let Some(done) = queue.pop_front()
+            {
+                finish(done.drafts, finished);
             }
             if !swallow {
                 out.extend_from_slice(frame);
             }
         }
     }
+}
+
+/// Moves the drafts that ran (or were refused) to `finished`; statements
+/// the server skipped after an earlier error never ran and get no record.
+fn finish(drafts: Vec<Draft>, finished: &mut Vec<Draft>) {
+    finished.extend(drafts.into_iter().filter(|d| d.record.outcome.is_some()));
 }
 
 #[cfg(test)]
@@ -183,8 +243,9 @@ mod tests {
 
     fn feed(shared: &SessionShared, msgs: &[Vec<u8>]) -> Vec<u8> {
         let mut out = BytesMut::new();
+        let mut finished = Vec::new();
         for m in msgs {
-            route(shared, m[0], m, &mut out);
+            route(shared, m[0], m, &mut out, &mut finished);
         }
         out.to_vec()
     }

@@ -90,24 +90,23 @@ impl Frontend<'_> {
         match t {
             tag::QUERY => {
                 let sql = Fields::new(body(frame)).cstr();
-                match self.gate.on_query(sql, self.shared) {
+                let verdict = self.gate.on_query(sql, self.shared);
+                let drafts = self.gate.take_drafts();
+                let handling = match verdict {
                     Verdict::Forward => {
                         out.extend_from_slice(frame);
-                        self.shared.expect(Reach::UntilReady, Handling::Relay);
+                        Handling::Relay
                     }
                     Verdict::Rewrite(rewrite) => {
                         encode_query(&rewrite.sql, out);
-                        self.shared.expect(
-                            Reach::UntilReady,
-                            Handling::SwallowCommandCompletes(rewrite.inserted),
-                        );
+                        Handling::SwallowCommandCompletes(rewrite.inserted)
                     }
                     Verdict::Refuse(err) => {
                         encode_poison_query(out);
-                        self.shared
-                            .expect(Reach::UntilReady, Handling::Refusal(err.to_bytes()));
+                        Handling::Refusal(err.to_bytes())
                     }
-                }
+                };
+                self.shared.expect_with(Reach::UntilReady, handling, drafts);
             }
             tag::PARSE => {
                 let mut f = Fields::new(body(frame));
@@ -120,25 +119,33 @@ impl Frontend<'_> {
                     }
                     Verdict::Refuse(err) => {
                         encode_poison_parse(name.unwrap_or(""), out);
-                        self.shared
-                            .expect(Reach::Completion, Handling::Refusal(err.to_bytes()));
+                        let drafts = self.gate.take_drafts();
+                        self.shared.expect_with(
+                            Reach::Completion,
+                            Handling::Refusal(err.to_bytes()),
+                            drafts,
+                        );
                     }
                 }
             }
-            tag::FUNCTION_CALL => match self.gate.on_function_call() {
-                Verdict::Forward | Verdict::Rewrite(_) => {
-                    self.inject_tenant(out);
-                    out.extend_from_slice(frame);
-                    self.shared.expect(Reach::UntilReady, Handling::Relay);
-                }
-                Verdict::Refuse(err) => {
+            tag::FUNCTION_CALL => {
+                let verdict = self.gate.on_function_call();
+                let drafts = self.gate.take_drafts();
+                let handling = match verdict {
+                    Verdict::Forward | Verdict::Rewrite(_) => {
+                        self.inject_tenant(out);
+                        out.extend_from_slice(frame);
+                        Handling::Relay
+                    }
                     // A FunctionCall is answered like a Query (result or
                     // error, then ReadyForQuery), so a Query poison fits.
-                    encode_poison_query(out);
-                    self.shared
-                        .expect(Reach::UntilReady, Handling::Refusal(err.to_bytes()));
-                }
-            },
+                    Verdict::Refuse(err) => {
+                        encode_poison_query(out);
+                        Handling::Refusal(err.to_bytes())
+                    }
+                };
+                self.shared.expect_with(Reach::UntilReady, handling, drafts);
+            }
             tag::BIND => {
                 let mut f = Fields::new(body(frame));
                 let portal = f.cstr();
@@ -152,16 +159,22 @@ impl Frontend<'_> {
                         // Like an error at Bind: the server fails here and
                         // skips to Sync.
                         encode_poison_parse(REFUSED_STATEMENT, out);
-                        self.shared
-                            .expect(Reach::Completion, Handling::Refusal(err.to_bytes()));
+                        let drafts = self.gate.take_drafts();
+                        self.shared.expect_with(
+                            Reach::Completion,
+                            Handling::Refusal(err.to_bytes()),
+                            drafts,
+                        );
                     }
                 }
             }
             tag::EXECUTE => {
                 self.inject_tenant(out);
                 self.gate.on_execute(Fields::new(body(frame)).cstr());
+                let drafts = self.gate.take_drafts();
                 out.extend_from_slice(frame);
-                self.shared.expect(Reach::Completion, Handling::Relay);
+                self.shared
+                    .expect_with(Reach::Completion, Handling::Relay, drafts);
             }
             tag::CLOSE => {
                 let mut f = Fields::new(body(frame));

@@ -5,8 +5,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::notes::{Draft, Notes, statement_text};
 use super::search_path::{Certainty, PathTracker};
 use super::shared::SessionShared;
+use crate::audit::{Protocol, StatementRecord};
 use crate::context::ProxyContext;
 use crate::inspect::cache::Inspection;
 use crate::inspect::{Opaque, StatementInfo};
@@ -50,10 +52,21 @@ pub struct Gate {
     /// generation it was judged under (PostgreSQL re-analyses a prepared
     /// statement with the search_path current when it runs, so a changed
     /// path means judging it again at Bind).
-    statements: HashMap<String, (Inspection, u64)>,
+    statements: HashMap<String, Prepared>,
     /// Which statement each portal runs, for tenant injection: BEGIN and
     /// COMMIT take effect when executed, not when parsed.
     portals: HashMap<String, String>,
+    /// Audit drafts of the message being judged.
+    notes: Notes,
+}
+
+/// A statement prepared with Parse: its inspection, the path generation it
+/// was judged under, and the drafts of its records (one per statement, copied
+/// at every Execute).
+struct Prepared {
+    inspection: Inspection,
+    generation: u64,
+    drafts: Vec<Draft>,
 }
 
 impl Gate {
@@ -62,6 +75,7 @@ impl Gate {
         identity: Identity,
         initial_path: SearchPath,
         tenant: Option<TenantInjector>,
+        audit_base: StatementRecord,
     ) -> Self {
         Gate {
             ctx,
@@ -71,13 +85,21 @@ impl Gate {
             tenant,
             statements: HashMap::new(),
             portals: HashMap::new(),
+            notes: Notes::new(audit_base),
         }
+    }
+
+    /// The audit drafts of the message just judged (statements to run, or
+    /// the one refused).
+    pub fn take_drafts(&mut self) -> Vec<Draft> {
+        self.notes.take()
     }
 
     /// A simple Query: every statement in it is judged before any is sent;
     /// one refusal refuses the whole message.
     pub fn on_query(&mut self, sql: Option<&str>, shared: &SessionShared) -> Verdict {
-        let (verdict, inspection) = self.judge_text(sql, Certainty::Alone, shared);
+        let (verdict, inspection) =
+            self.judge_text(sql, Certainty::Alone, Protocol::Simple, shared);
         if let Verdict::Forward = verdict {
             self.path.end_of_implicit_transaction();
         }
@@ -108,10 +130,19 @@ impl Gate {
         shared: &SessionShared,
     ) -> Verdict {
         // Extended-protocol statements run later, if at all.
-        let (verdict, inspection) = self.judge_text(sql, Certainty::Deferred, shared);
+        let (verdict, inspection) =
+            self.judge_text(sql, Certainty::Deferred, Protocol::Extended, shared);
         if let (Verdict::Forward, Some(inspection), Some(name)) = (&verdict, inspection, name) {
-            self.statements
-                .insert(name.to_string(), (inspection, self.path.generation()));
+            // Records are per Execute: keep the drafts with the statement.
+            let drafts = self.notes.take();
+            self.statements.insert(
+                name.to_string(),
+                Prepared {
+                    inspection,
+                    generation: self.path.generation(),
+                    drafts,
+                },
+            );
         }
         verdict
     }
@@ -135,38 +166,54 @@ impl Gate {
             return Verdict::Forward;
         };
         let generation = self.path.generation();
-        if let Some((inspection, judged)) = self.statements.get(statement)
-            && *judged != generation
+        if let Some(prepared) = self.statements.get(statement)
+            && prepared.generation != generation
         {
-            let inspection = inspection.clone();
+            let inspection = prepared.inspection.clone();
             let policy = self.ctx.policy.load();
             let class = self.identity.class(&policy);
+            let mut drafts = Vec::new();
             if let Ok(stmts) = inspection.as_ref() {
                 for stmt in stmts {
-                    if let Some(err) = self.judge(&policy, class, stmt, self.path.current()) {
-                        return self.refuse(err);
+                    let decision = self.judge(&policy, class, stmt, self.path.current());
+                    let text = prepared_text(&self.statements, statement);
+                    let draft = self
+                        .notes
+                        .draft(Protocol::Extended, &text, Some(stmt), &decision);
+                    if decision.is_refused() {
+                        self.notes.replace_all(draft);
+                        return self.refuse(refusal_error(&decision));
                     }
+                    drafts.push(draft);
                 }
             }
             if let Some(entry) = self.statements.get_mut(statement) {
-                entry.1 = generation;
+                entry.generation = generation;
+                entry.drafts = drafts;
             }
         }
-        if self.tenant.is_some() {
-            self.portals
-                .insert(portal.to_string(), statement.to_string());
-        }
+        self.portals
+            .insert(portal.to_string(), statement.to_string());
         Verdict::Forward
     }
 
+    /// An Execute: queues the records of what the portal runs, and follows
+    /// its transaction effects for tenant injection.
     pub fn on_execute(&mut self, portal: Option<&str>) {
-        let Some(injector) = self.tenant.as_mut() else {
-            return;
-        };
-        let inspection = portal
+        let prepared = portal
             .and_then(|p| self.portals.get(p))
             .and_then(|s| self.statements.get(s));
-        if let Some(Ok(statements)) = inspection.map(|(i, _)| i.as_ref()) {
+        let Some(prepared) = prepared else {
+            return;
+        };
+        for draft in &prepared.drafts {
+            let mut draft = draft.clone();
+            draft.received = std::time::Instant::now();
+            self.notes.push(draft);
+        }
+        if let (Some(injector), Ok(statements)) =
+            (self.tenant.as_mut(), prepared.inspection.as_ref())
+        {
             for stmt in statements {
                 injector.executed(stmt);
             }
@@ -197,63 +244,84 @@ impl Gate {
     pub fn on_function_call(&mut self) -> Verdict {
         let policy = self.ctx.policy.load();
         let class = self.identity.class(&policy);
+        const TEXT: &str = "<FunctionCall message>";
         if !policy.is_restricted(class) {
+            let decision = allowed(policy.class_name(class));
+            let draft = self
+                .notes
+                .draft(Protocol::FunctionCall, TEXT, None, &decision);
+            self.notes.push(draft);
             return Verdict::Forward;
         }
-        self.refuse(PgError::new(
+        let err = PgError::new(
             Severity::Error,
             REFUSED,
             format!(
-                "pgward: the FunctionCall protocol message is refused for {} (class {}): it carries no SQL to inspect",
+                "pgward: the FunctionCall protocol message is refused for {} (class {}) by rule {}: it carries no SQL to inspect",
                 self.identity.name(),
-                policy.class_name(class)
+                policy.class_name(class),
+                crate::policy::OPAQUE_RULE
             ),
         )
-        .with_hint("call the function with SELECT instead"))
+        .with_hint("call the function with SELECT instead");
+        let draft = self
+            .notes
+            .draft(Protocol::FunctionCall, TEXT, None, &denied(&err));
+        self.notes.replace_all(draft);
+        self.refuse(err)
     }
 
     fn judge_text(
         &mut self,
         sql: Option<&str>,
         certainty: Certainty,
+        protocol: Protocol,
         shared: &SessionShared,
     ) -> (Verdict, Option<Inspection>) {
         let inspection = sql.map(|sql| self.ctx.inspections.get(sql));
-        let verdict = self.judge_inspection(inspection.as_ref(), certainty, shared);
+        let verdict = self.judge_inspection(
+            sql.unwrap_or("<not valid UTF-8>"),
+            inspection.as_ref(),
+            certainty,
+            protocol,
+            shared,
+        );
         (verdict, inspection)
     }
 
     fn judge_inspection(
         &mut self,
+        sql: &str,
         inspection: Option<&Inspection>,
         certainty: Certainty,
+        protocol: Protocol,
         shared: &SessionShared,
     ) -> Verdict {
         let policy = self.ctx.policy.load();
         let class = self.identity.class(&policy);
         let restricted = policy.is_restricted(class);
-        let Some(inspection) = inspection else {
+        let unreadable = match inspection.map(|i| i.as_ref()) {
+            None => Some("a statement that is not valid UTF-8".to_string()),
+            Some(Err(e)) => Some(format!("a statement pgward cannot parse ({e})")),
+            Some(Ok(_)) => None,
+        };
+        if let Some(what) = unreadable {
             if !restricted {
+                // PostgreSQL reports the error itself.
+                let draft =
+                    self.notes
+                        .draft(protocol, sql, None, &allowed(policy.class_name(class)));
+                self.notes.push(draft);
                 return Verdict::Forward;
             }
-            return self.refuse(self.opaque_error(
-                &policy,
-                class,
-                "a statement that is not valid UTF-8",
-            ));
-        };
-        let statements = match inspection.as_ref() {
-            Ok(statements) => statements,
-            // PostgreSQL will report the syntax error itself; from a
-            // restricted identity, what pgward cannot parse does not pass.
-            Err(_) if !restricted => return Verdict::Forward,
-            Err(e) => {
-                return self.refuse(self.opaque_error(
-                    &policy,
-                    class,
-                    &format!("a statement pgward cannot parse ({e})"),
-                ));
-            }
+            // From a restricted identity, what pgward cannot read does not pass.
+            let err = self.opaque_error(&policy, class, &what);
+            let draft = self.notes.draft(protocol, sql, None, &denied(&err));
+            self.notes.replace_all(draft);
+            return self.refuse(err);
+        }
+        let Some(Ok(statements)) = inspection.map(|i| i.as_ref()) else {
+            return Verdict::Forward;
         };
         let certainty = if statements.len() > 1 {
             Certainty::Batched
@@ -265,9 +333,15 @@ impl Gate {
         });
         if !stateful {
             // The common case: judge against the current state, change nothing.
-            for stmt in statements {
-                if let Some(err) = self.judge(&policy, class, stmt, self.path.current()) {
-                    return self.refuse(err);
+            for (i, stmt) in statements.iter().enumerate() {
+                let decision = self.judge(&policy, class, stmt, self.path.current());
+                if let Some(refused) = self.settle(
+                    protocol,
+                    statement_text(sql, statements, i),
+                    stmt,
+                    &decision,
+                ) {
+                    return refused;
                 }
             }
             return Verdict::Forward;
@@ -277,9 +351,15 @@ impl Gate {
         let mut path = self.path.clone();
         let mut prepared = Vec::new();
         let mut deallocated = Vec::new();
-        for stmt in statements {
-            if let Some(err) = self.judge(&policy, class, stmt, path.current()) {
-                return self.refuse(err);
+        for (i, stmt) in statements.iter().enumerate() {
+            let decision = self.judge(&policy, class, stmt, path.current());
+            if let Some(refused) = self.settle(
+                protocol,
+                statement_text(sql, statements, i),
+                stmt,
+                &decision,
+            ) {
+                return refused;
             }
             let clean_commit = !shared.busy() && shared.txn_status() == TxnStatus::InBlock;
             path.apply(stmt, certainty, clean_commit);
@@ -310,15 +390,45 @@ impl Gate {
         Verdict::Forward
     }
 
-    /// Judges one statement; `Some(error)` when it must be refused.
+    /// Records the decision on one statement; the refusal when it is one.
+    fn settle(
+        &mut self,
+        protocol: Protocol,
+        text: &str,
+        stmt: &StatementInfo,
+        decision: &Decision,
+    ) -> Option<Verdict> {
+        let draft = self.notes.draft(protocol, text, Some(stmt), decision);
+        match decision.verdict {
+            PolicyVerdict::Allow => {
+                self.notes.push(draft);
+                None
+            }
+            PolicyVerdict::MonitorWouldDeny => {
+                tracing::warn!(
+                    rule = decision.rule.as_deref().unwrap_or(""),
+                    "monitor mode, would refuse: {}",
+                    decision.reason
+                );
+                self.notes.push(draft);
+                None
+            }
+            PolicyVerdict::Deny => {
+                self.notes.replace_all(draft);
+                Some(self.refuse(refusal_error(decision)))
+            }
+        }
+    }
+
+    /// Judges one statement.
     fn judge(
         &self,
         policy: &Policy,
         class: ClassId,
         stmt: &StatementInfo,
         path: &SearchPath,
-    ) -> Option<PgError> {
-        let decision = match executed_statement(stmt) {
+    ) -> Decision {
+        match executed_statement(stmt) {
             // PostgreSQL resolves names with the path current at PREPARE,
             // but re-analyses with the path current at EXECUTE when anything
             // it depends on changed: both must pass.
@@ -331,24 +441,16 @@ impl Gate {
                         policy.decide(class, self.identity.name(), &p.info, path)
                     }
                 }
-                None if policy.is_restricted(class) => {
-                    return Some(self.opaque_error(policy, class, &format!("EXECUTE of prepared statement {name:?}, which pgward did not see prepared")));
-                }
-                None => return None,
+                None if policy.is_restricted(class) => denied(&self.opaque_error(
+                    policy,
+                    class,
+                    &format!(
+                        "EXECUTE of prepared statement {name:?}, which pgward did not see prepared"
+                    ),
+                )),
+                None => allowed(policy.class_name(class)),
             },
             None => policy.decide(class, self.identity.name(), stmt, path),
-        };
-        match decision.verdict {
-            PolicyVerdict::Allow => None,
-            PolicyVerdict::MonitorWouldDeny => {
-                tracing::warn!(
-                    rule = decision.rule.as_deref().unwrap_or(""),
-                    "monitor mode, would refuse: {}",
-                    decision.reason
-                );
-                None
-            }
-            PolicyVerdict::Deny => Some(refusal_error(&decision)),
         }
     }
 
@@ -388,6 +490,38 @@ fn executed_statement(stmt: &StatementInfo) -> Option<&str> {
         Opaque::ExecutePrepared(name) => Some(name.as_str()),
         _ => None,
     })
+}
+
+/// The decision recorded for something allowed without a rule looking at it.
+fn allowed(class: &str) -> Decision {
+    Decision {
+        verdict: PolicyVerdict::Allow,
+        rule: None,
+        reason: format!("unrestricted class {class}"),
+        hint: None,
+        accesses: Vec::new(),
+    }
+}
+
+/// The decision recorded for a refusal that no policy rule produced (what
+/// pgward cannot inspect).
+fn denied(err: &PgError) -> Decision {
+    Decision {
+        verdict: PolicyVerdict::Deny,
+        rule: Some(crate::policy::OPAQUE_RULE.to_string()),
+        reason: err.message.clone(),
+        hint: err.hint.clone(),
+        accesses: Vec::new(),
+    }
+}
+
+/// The text of a Parse'd statement, for a record made at Bind.
+fn prepared_text(statements: &HashMap<String, Prepared>, name: &str) -> String {
+    statements
+        .get(name)
+        .and_then(|p| p.drafts.first())
+        .map(|d| d.record.statement_text.clone())
+        .unwrap_or_default()
 }
 
 fn refusal_error(decision: &Decision) -> PgError {

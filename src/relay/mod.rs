@@ -8,6 +8,7 @@
 pub mod backend;
 pub mod frontend;
 pub mod gate;
+pub mod notes;
 pub mod search_path;
 pub mod shared;
 
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::{DisconnectRecord, StatementRecord};
 use crate::context::ProxyContext;
 use crate::protocol::reply::PgError;
 use crate::startup::{Established, send_cancel};
@@ -25,8 +27,21 @@ use frontend::{ClientEnd, Frontend};
 use gate::Gate;
 use shared::SessionShared;
 
+/// Who a session is, for its records.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    pub id: u64,
+    pub peer: std::net::SocketAddr,
+    pub started: std::time::Instant,
+}
+
 /// Relays an established session until either side ends or pgward shuts down.
-pub async fn run(session: Established, ctx: Arc<ProxyContext>, close: CancellationToken) {
+pub async fn run(
+    session: Established,
+    ctx: Arc<ProxyContext>,
+    close: CancellationToken,
+    info: SessionInfo,
+) {
     let Established {
         mut client_reader,
         mut client_writer,
@@ -40,6 +55,19 @@ pub async fn run(session: Established, ctx: Arc<ProxyContext>, close: Cancellati
         ..
     } = session;
     let shared = SessionShared::default();
+    let audit_base = StatementRecord {
+        session_id: info.id,
+        peer: info.peer.to_string(),
+        identity: identity.name().to_string(),
+        identity_class: {
+            let policy = ctx.policy.load();
+            policy.class_name(identity.class(&policy)).to_string()
+        },
+        upstream_user: startup.user().to_string(),
+        database: startup.database().to_string(),
+        tenant: tenant.clone(),
+        ..Default::default()
+    };
     let injector = tenant.map(|t| {
         let setting = ctx.policy.load().tenant_setting().to_string();
         TenantInjector::new(crate::tenant::set_local_sql(&setting, &t))
@@ -49,6 +77,7 @@ pub async fn run(session: Established, ctx: Arc<ProxyContext>, close: Cancellati
         identity,
         search_path::initial_path(&startup),
         injector,
+        audit_base,
     );
     let mut frontend = Frontend {
         shared: &shared,
@@ -62,10 +91,20 @@ pub async fn run(session: Established, ctx: Arc<ProxyContext>, close: Cancellati
     }
     let end = tokio::select! {
         e = frontend.run(&mut client_reader, &mut server_writer) => End::Client(e),
-        e = backend::run(&shared, &mut server_reader, &mut client_writer) => End::Server(e),
+        e = backend::run(&shared, &mut server_reader, &mut client_writer, &ctx.audit) => End::Server(e),
         _ = close.cancelled() => End::Shutdown,
     };
 
+    let reason = match &end {
+        End::Client(ClientEnd::Gone) => None,
+        End::Client(ClientEnd::Fatal(e)) => Some(format!("protocol error: {}", e.message)),
+        End::Client(ClientEnd::Io(e)) | End::Server(ServerEnd::ClientIo(e)) => {
+            Some(format!("client connection lost: {e}"))
+        }
+        End::Server(ServerEnd::ClosedAfterFatal) => Some("server sent a fatal error".into()),
+        End::Server(_) => Some("server connection lost".into()),
+        End::Shutdown => Some("pgward shutting down".into()),
+    };
     let farewell = match end {
         End::Client(ClientEnd::Gone) => {
             tracing::debug!("client closed the session");
@@ -110,4 +149,22 @@ pub async fn run(session: Established, ctx: Arc<ProxyContext>, close: Cancellati
     }
     let _ = server_writer.write_all(b"X\0\0\0\x04").await;
     let _ = server_writer.shutdown().await;
+
+    // Statements whose answers never came are recorded too, outcome unknown.
+    for draft in shared.abandoned() {
+        backend::record(&shared, &ctx.audit, draft).await;
+    }
+    let (statements, denied, monitored) = shared.counts();
+    let disconnect = DisconnectRecord {
+        session_id: info.id,
+        peer: info.peer.to_string(),
+        statements,
+        denied,
+        monitored,
+        duration_us: u64::try_from(info.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        reason,
+    };
+    if let Err(e) = ctx.audit.record(disconnect).await {
+        tracing::error!("disconnect not audited: {e}");
+    }
 }

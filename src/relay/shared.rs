@@ -7,10 +7,12 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use bytes::BytesMut;
 
+use super::notes::Draft;
+use crate::audit::AuditDecision;
 use crate::protocol::TxnStatus;
 
 /// How far the answer to one forwarded message reaches.
@@ -53,12 +55,20 @@ pub struct Expected {
     pub handling: Handling,
     /// CommandCompletes seen so far in this answer.
     pub completes_seen: u32,
+    /// Of those, the ones the client saw (answers to its own statements).
+    pub client_completes: u32,
+    /// Audit drafts of the statements this answer completes, in order.
+    pub drafts: Vec<Draft>,
 }
 
 #[derive(Debug)]
 pub struct SessionShared {
     txn: AtomicU8,
     expected: Mutex<VecDeque<Expected>>,
+    /// Statements recorded, refused, and monitor-mode would-be refusals.
+    recorded: AtomicU64,
+    denied: AtomicU64,
+    monitored: AtomicU64,
 }
 
 impl Default for SessionShared {
@@ -66,6 +76,9 @@ impl Default for SessionShared {
         SessionShared {
             txn: AtomicU8::new(TxnStatus::Idle.as_byte()),
             expected: Mutex::new(VecDeque::new()),
+            recorded: AtomicU64::new(0),
+            denied: AtomicU64::new(0),
+            monitored: AtomicU64::new(0),
         }
     }
 }
@@ -82,16 +95,47 @@ impl SessionShared {
 
     /// Records that a message was sent whose answer is `reach` long.
     pub fn expect(&self, reach: Reach, handling: Handling) {
+        self.expect_with(reach, handling, Vec::new());
+    }
+
+    /// Like [`expect`](Self::expect), with the audit drafts the answer completes.
+    pub fn expect_with(&self, reach: Reach, handling: Handling, drafts: Vec<Draft>) {
         self.queue().push_back(Expected {
             reach,
             handling,
             completes_seen: 0,
+            client_completes: 0,
+            drafts,
         });
     }
 
     /// Whether the server still owes answers (something is in flight).
     pub fn busy(&self) -> bool {
         !self.queue().is_empty()
+    }
+
+    /// Counts one recorded statement.
+    pub fn count(&self, decision: AuditDecision) {
+        self.recorded.fetch_add(1, Ordering::Relaxed);
+        match decision {
+            AuditDecision::Deny => self.denied.fetch_add(1, Ordering::Relaxed),
+            AuditDecision::Monitor => self.monitored.fetch_add(1, Ordering::Relaxed),
+            AuditDecision::Allow => 0,
+        };
+    }
+
+    /// (recorded, denied, monitored) statements so far.
+    pub fn counts(&self) -> (u64, u64, u64) {
+        (
+            self.recorded.load(Ordering::Relaxed),
+            self.denied.load(Ordering::Relaxed),
+            self.monitored.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Drafts of answers that will never come (the session ended).
+    pub fn abandoned(&self) -> Vec<Draft> {
+        self.queue().drain(..).flat_map(|e| e.drafts).collect()
     }
 
     /// Gives the backend half the queue to work through.

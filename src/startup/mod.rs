@@ -66,6 +66,19 @@ pub enum StartupFailure {
     Io(#[from] std::io::Error),
 }
 
+impl StartupFailure {
+    /// The SQLSTATE the client was given (or would have been), for the audit.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            StartupFailure::BadPacket(_) | StartupFailure::TlsHandshake(_) => "08P01",
+            StartupFailure::UnsupportedProtocol(..) => "0A000",
+            StartupFailure::Upstream(_) | StartupFailure::Io(_) => "08006",
+            StartupFailure::Auth(_) | StartupFailure::Tenant(_) => "28000",
+            StartupFailure::Refused(_) => "42501",
+        }
+    }
+}
+
 /// What a new connection turned out to be.
 pub enum Opened {
     Session(Box<Established>),

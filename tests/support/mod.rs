@@ -71,6 +71,9 @@ use tokio_postgres::{Client, Config, NoTls};
 /// Loopback address everything listens on.
 pub const HOST: &str = "127.0.0.1";
 
+/// Name of the audit file in a [`ProxyProcess`]'s directory.
+pub const AUDIT_FILE: &str = "audit.jsonl";
+
 /// Superuser, authenticated with SCRAM over TCP.
 pub const SUPERUSER: &str = "postgres";
 pub const SUPERUSER_PASSWORD: &str = "postgres";
@@ -884,11 +887,17 @@ impl ProxyBuilder {
         let listen = format!("{HOST}:{port}");
 
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgward"));
-        cmd.arg("serve")
-            .arg("--config")
-            .arg(&config)
-            .args(["--listen", &listen, "--upstream", &self.upstream])
-            .args(&self.args)
+        cmd.arg("serve").arg("--config").arg(&config).args([
+            "--listen",
+            &listen,
+            "--upstream",
+            &self.upstream,
+        ]);
+        // Every proxy audits into its own directory, never the checkout's.
+        if !self.args.iter().any(|a| a == "--audit-file") {
+            cmd.arg("--audit-file").arg(dir.path().join(AUDIT_FILE));
+        }
+        cmd.args(&self.args)
             .env("RUST_LOG", "info")
             // The log is read by tests and people, not a terminal: no ANSI
             // colour codes (tracing-subscriber honours NO_COLOR).
@@ -1004,6 +1013,21 @@ impl ProxyProcess {
     /// Path of the log file (inside a directory removed on drop).
     pub fn log_path(&self) -> &Path {
         &self.log_file
+    }
+
+    /// The audit file this proxy writes (unless the test chose its own).
+    pub fn audit_path(&self) -> PathBuf {
+        self.dir.path().join(AUDIT_FILE)
+    }
+
+    /// The audit records written so far, one JSON value per line (a torn
+    /// last line is skipped).
+    pub fn audit_records(&self) -> Vec<serde_json::Value> {
+        fs::read_to_string(self.audit_path())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 
     /// Directory holding policy.yaml and the log, removed on drop.
