@@ -12,7 +12,10 @@ use tracing::Instrument;
 
 use crate::audit::{AuthRecord, ConnectRecord, StartupRefusedRecord};
 use crate::context::ProxyContext;
+use crate::metrics::GaugeGuard;
+use crate::protocol::reply::PgError;
 use crate::startup::{self, Established, Opened};
+use tokio::io::AsyncWriteExt;
 
 /// Accepts clients until `shutdown` fires, then gives sessions `drain` to
 /// finish before closing them.
@@ -39,6 +42,9 @@ pub async fn serve(
             _ = shutdown.cancelled() => break,
         };
         next_id += 1;
+        ctx.metrics
+            .connections_accepted
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let span = tracing::info_span!("session", id = next_id, %peer, user = tracing::field::Empty, db = tracing::field::Empty);
         let ctx = ctx.clone();
         let close = close_sessions.clone();
@@ -46,6 +52,11 @@ pub async fn serve(
         tracker.spawn(
             async move {
                 let started = std::time::Instant::now();
+                let _open = GaugeGuard::new(&ctx.metrics.client_connections);
+                if over_total_limit(&ctx) {
+                    refuse_before_startup(tcp, &ctx).await;
+                    return;
+                }
                 let opened = tokio::time::timeout(
                     ctx.limits.startup_timeout(),
                     startup::open(tcp, peer, &ctx),
@@ -54,6 +65,7 @@ pub async fn serve(
                 match opened {
                     Err(_) => {
                         tracing::info!("startup timed out");
+                        ctx.metrics.refused("startup_timeout");
                         refused(&ctx, session_id, peer, "08006", "startup timed out").await;
                     }
                     // A bare TCP connect-and-close (health checks, port probes) is routine.
@@ -64,6 +76,12 @@ pub async fn serve(
                     }
                     Ok(Err(e)) => {
                         tracing::info!("connection refused during startup: {e}");
+                        if let startup::StartupFailure::TlsHandshake(_) = e {
+                            ctx.metrics
+                                .tls_handshake_failures
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        ctx.metrics.refused("startup");
                         refused(&ctx, session_id, peer, e.sqlstate(), &e.to_string()).await;
                     }
                     Ok(Ok(Opened::Cancel)) => {}
@@ -81,7 +99,7 @@ pub async fn serve(
                             peer,
                             started,
                         };
-                        crate::relay::run(*session, ctx, close, info).await;
+                        crate::relay::run(*session, ctx.clone(), close, info).await;
                         tracing::info!("session ended");
                     }
                 }
@@ -168,4 +186,21 @@ async fn opened_records(ctx: &ProxyContext, session_id: u64, peer: SocketAddr, s
             tracing::error!("session start not audited: {e}");
         }
     }
+}
+
+fn over_total_limit(ctx: &ProxyContext) -> bool {
+    let open = ctx
+        .metrics
+        .client_connections
+        .load(std::sync::atomic::Ordering::Relaxed);
+    usize::try_from(open).unwrap_or(0) > ctx.limits.max_client_connections
+}
+
+/// Answers a connection over `limits.max_client_connections` the way
+/// PostgreSQL answers one over max_connections, without reading anything.
+async fn refuse_before_startup(mut tcp: tokio::net::TcpStream, ctx: &ProxyContext) {
+    ctx.metrics.refused("max_client_connections");
+    let err = PgError::fatal("53300", "pgward: sorry, too many clients already");
+    let _ = tcp.write_all(&err.to_bytes()).await;
+    let _ = tcp.shutdown().await;
 }

@@ -12,6 +12,7 @@ use crate::audit::Auditor;
 use crate::cancel::CancelRegistry;
 use crate::config::{Config, Limits};
 use crate::inspect::cache::InspectCache;
+use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::startup::tls::{self, TlsSetupError};
 use crate::upstream::{Upstream, UpstreamTlsSetup};
@@ -26,6 +27,7 @@ pub struct ProxyContext {
     pub inspections: InspectCache,
     /// Where every statement and connection event is recorded.
     pub audit: Auditor,
+    pub metrics: Metrics,
 }
 
 /// Distinct statement texts whose inspection is kept.
@@ -78,6 +80,7 @@ impl ProxyContext {
             policy: ArcSwap::from_pointee(Policy::from_config(config)),
             inspections: InspectCache::new(INSPECT_CACHE_ENTRIES),
             audit,
+            metrics: Metrics::default(),
         }))
     }
 }

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod context;
 pub mod inspect;
+pub mod metrics;
 pub mod net;
 pub mod policy;
 pub mod protocol;

@@ -63,10 +63,16 @@ pub fn reload(path: &Path, ctx: &ProxyContext) -> Result<(), String> {
     match Config::load(path) {
         Ok(config) => {
             ctx.policy.store(Arc::new(Policy::from_config(&config)));
+            ctx.metrics
+                .policy_reloads_ok
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::info!("policy reloaded from {}", path.display());
             Ok(())
         }
         Err(e) => {
+            ctx.metrics
+                .policy_reloads_failed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::error!("policy reload rejected, the previous policy stays in force: {e}");
             Err(e.to_string())
         }

@@ -68,6 +68,7 @@ impl Default for IdentitiesConfig {
                 tenant: None,
                 require_client_cert: false,
                 upstream: None,
+                max_connections: None,
             },
         );
         IdentitiesConfig {
@@ -98,6 +99,9 @@ pub struct ClassConfig {
     /// Where this class's tenant comes from; absent: pgward sets no tenant.
     #[serde(default)]
     pub tenant: Option<super::tenant::ClassTenant>,
+    /// Sessions of this class open at once; more are refused (53300).
+    #[serde(default)]
+    pub max_connections: Option<usize>,
     /// Refuse members of this class that present no verified client
     /// certificate (needs `server.tls.client_ca`).
     #[serde(default)]

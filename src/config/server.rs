@@ -77,6 +77,14 @@ pub struct Limits {
     /// Time allowed to open the TCP (and TLS) connection to PostgreSQL.
     #[serde(default = "default_upstream_connect_timeout_ms")]
     pub upstream_connect_timeout_ms: u64,
+    /// Client connections open at once, all classes together; more are
+    /// refused with SQLSTATE 53300 (too_many_connections).
+    #[serde(default = "default_max_client_connections")]
+    pub max_client_connections: usize,
+    /// A session sending nothing for this long is closed (SQLSTATE 57P05);
+    /// 0: never.
+    #[serde(default)]
+    pub idle_client_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -86,6 +94,8 @@ impl Default for Limits {
             startup_timeout_ms: default_startup_timeout_ms(),
             drain_timeout_ms: default_drain_timeout_ms(),
             upstream_connect_timeout_ms: default_upstream_connect_timeout_ms(),
+            max_client_connections: default_max_client_connections(),
+            idle_client_timeout_ms: 0,
         }
     }
 }
@@ -99,6 +109,10 @@ impl Limits {
     }
     pub fn upstream_connect_timeout(&self) -> Duration {
         Duration::from_millis(self.upstream_connect_timeout_ms)
+    }
+    pub fn idle_client_timeout(&self) -> Option<Duration> {
+        (self.idle_client_timeout_ms > 0)
+            .then(|| Duration::from_millis(self.idle_client_timeout_ms))
     }
 }
 
@@ -119,4 +133,7 @@ fn default_drain_timeout_ms() -> u64 {
 }
 fn default_upstream_connect_timeout_ms() -> u64 {
     5_000
+}
+fn default_max_client_connections() -> usize {
+    10_000
 }

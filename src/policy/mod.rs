@@ -130,6 +130,7 @@ struct Class {
     tenant: Option<ClassTenant>,
     require_client_cert: bool,
     upstream: Option<UpstreamLogin>,
+    max_connections: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -211,6 +212,7 @@ impl Policy {
                 restricted: c.restricted,
                 tenant: c.tenant.clone(),
                 require_client_cert: c.require_client_cert,
+                max_connections: c.max_connections,
                 upstream: c.upstream.clone(),
                 mode,
                 approved,
@@ -316,6 +318,11 @@ impl Policy {
     /// Which certificate field names an identity.
     pub fn certificate_identity(&self) -> CertificateIdentity {
         self.certificate_identity
+    }
+
+    /// Sessions the class may hold at once, when limited.
+    pub fn max_connections(&self, c: ClassId) -> Option<usize> {
+        self.classes[c.0].max_connections
     }
 
     pub fn requires_client_cert(&self, c: ClassId) -> bool {

@@ -8,7 +8,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::notes::Draft;
 use super::shared::{Handling, Reach, SessionShared};
-use crate::audit::Auditor;
+use crate::audit::AuditDecision;
+use crate::context::ProxyContext;
 use crate::protocol::TxnStatus;
 use crate::protocol::backend_tag;
 use crate::protocol::fields::error_field;
@@ -50,7 +51,7 @@ pub async fn run<R, W>(
     shared: &SessionShared,
     reader: &mut FrameReader<R>,
     client: &mut W,
-    auditor: &Auditor,
+    ctx: &ProxyContext,
 ) -> ServerEnd
 where
     R: AsyncRead + Unpin,
@@ -92,7 +93,7 @@ where
         }
         // A statement's record is queued before its result reaches the client.
         for draft in finished.drain(..) {
-            record(shared, auditor, draft).await;
+            record(shared, ctx, draft).await;
         }
         if !reader.has_buffered() || out.len() >= FLUSH_THRESHOLD {
             if let Err(e) = client.write_all(&out).await {
@@ -110,11 +111,23 @@ fn is_fatal(fields: &[u8]) -> bool {
     )
 }
 
-/// Queues one statement's record and counts it for the session.
-pub async fn record(shared: &SessionShared, auditor: &Auditor, draft: Draft) {
+/// Queues one statement's record and counts it for the session and the
+/// metrics.
+pub async fn record(shared: &SessionShared, ctx: &ProxyContext, draft: Draft) {
     let record = draft.finish();
     shared.count(record.decision);
-    if let Err(e) = auditor.record(record).await {
+    let decision = match record.decision {
+        AuditDecision::Allow => "allow",
+        AuditDecision::Deny => "deny",
+        AuditDecision::Monitor => "monitor",
+    };
+    ctx.metrics.statement(
+        &record.identity_class,
+        decision,
+        record.rule.as_deref(),
+        record.duration_us,
+    );
+    if let Err(e) = ctx.audit.record(record).await {
         tracing::error!("statement not audited: {e}");
     }
 }

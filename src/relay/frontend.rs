@@ -29,6 +29,8 @@ pub enum ClientEnd {
     Gone,
     /// The client broke the protocol; it gets this error before the connection closes.
     Fatal(PgError),
+    /// Nothing from the client for `limits.idle_client_timeout_ms`.
+    Idle,
     Io(std::io::Error),
 }
 
@@ -44,6 +46,7 @@ fn frontend_want(tag: u8) -> Want {
 pub struct Frontend<'a> {
     pub shared: &'a SessionShared,
     pub gate: &'a mut Gate,
+    pub idle_timeout: Option<std::time::Duration>,
 }
 
 impl Frontend<'_> {
@@ -54,7 +57,20 @@ impl Frontend<'_> {
     {
         let mut out = BytesMut::with_capacity(8 * 1024);
         loop {
-            let piece = match reader.next(frontend_want).await {
+            // Idleness is time with nothing from the client *and* nothing
+            // owed by the server: a long-running query is not idle.
+            // (FrameReader::next is cancel-safe: bytes read stay buffered.)
+            let next = loop {
+                let Some(limit) = self.idle_timeout else {
+                    break reader.next(frontend_want).await;
+                };
+                match tokio::time::timeout(limit, reader.next(frontend_want)).await {
+                    Ok(r) => break r,
+                    Err(_) if self.shared.busy() || reader.has_buffered() => continue,
+                    Err(_) => return ClientEnd::Idle,
+                }
+            };
+            let piece = match next {
                 Ok(Some(piece)) => piece,
                 Ok(None) => return ClientEnd::Gone,
                 Err(e) => return frame_error_end(e),

@@ -54,6 +54,7 @@ pub async fn run(
         identity,
         ..
     } = session;
+    let _server = crate::metrics::GaugeGuard::new(&ctx.metrics.server_connections);
     let shared = SessionShared::default();
     let audit_base = StatementRecord {
         session_id: info.id,
@@ -82,6 +83,7 @@ pub async fn run(
     let mut frontend = Frontend {
         shared: &shared,
         gate: &mut gate,
+        idle_timeout: ctx.limits.idle_client_timeout(),
     };
 
     enum End {
@@ -91,7 +93,7 @@ pub async fn run(
     }
     let end = tokio::select! {
         e = frontend.run(&mut client_reader, &mut server_writer) => End::Client(e),
-        e = backend::run(&shared, &mut server_reader, &mut client_writer, &ctx.audit) => End::Server(e),
+        e = backend::run(&shared, &mut server_reader, &mut client_writer, &ctx) => End::Server(e),
         _ = close.cancelled() => End::Shutdown,
     };
 
@@ -101,6 +103,7 @@ pub async fn run(
         End::Client(ClientEnd::Io(e)) | End::Server(ServerEnd::ClientIo(e)) => {
             Some(format!("client connection lost: {e}"))
         }
+        End::Client(ClientEnd::Idle) => Some("idle timeout".into()),
         End::Server(ServerEnd::ClosedAfterFatal) => Some("server sent a fatal error".into()),
         End::Server(_) => Some("server connection lost".into()),
         End::Shutdown => Some("pgward shutting down".into()),
@@ -117,6 +120,16 @@ pub async fn run(
         End::Client(ClientEnd::Io(e)) => {
             tracing::info!("client connection lost: {e}");
             None
+        }
+        End::Client(ClientEnd::Idle) => {
+            ctx.metrics
+                .idle_timeouts
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!("closing idle session");
+            Some(PgError::fatal(
+                "57P05",
+                "pgward: terminating connection due to idle timeout (limits.idle_client_timeout_ms)",
+            ))
         }
         End::Server(ServerEnd::ClosedAfterFatal) => None,
         End::Server(ServerEnd::Vanished) | End::Server(ServerEnd::Io(_)) => {
@@ -152,7 +165,7 @@ pub async fn run(
 
     // Statements whose answers never came are recorded too, outcome unknown.
     for draft in shared.abandoned() {
-        backend::record(&shared, &ctx.audit, draft).await;
+        backend::record(&shared, &ctx, draft).await;
     }
     let (statements, denied, monitored) = shared.counts();
     let disconnect = DisconnectRecord {

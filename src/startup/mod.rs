@@ -9,12 +9,14 @@ pub mod options;
 pub mod tls;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 
 use crate::cancel::{BackendKey, CancelKeyGuard};
 use crate::context::ProxyContext;
+use crate::metrics::ClassSlot;
 use crate::net::Stream;
 use crate::protocol::frame::FrameReader;
 use crate::protocol::reply::PgError;
@@ -42,6 +44,8 @@ pub struct Established {
     /// The tenant pgward sets in every transaction, when the class has one.
     pub tenant: Option<String>,
     pub identity: Identity,
+    /// Counts the session against its class's limit while alive.
+    pub class_slot: ClassSlot,
 }
 
 /// Why a connection ended before becoming a session. Each variant has already
@@ -62,6 +66,8 @@ pub enum StartupFailure {
     Tenant(#[from] crate::tenant::source::TenantError),
     #[error("{0}")]
     Refused(String),
+    #[error("{0}")]
+    TooMany(String),
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -75,6 +81,7 @@ impl StartupFailure {
             StartupFailure::Upstream(_) | StartupFailure::Io(_) => "08006",
             StartupFailure::Auth(_) | StartupFailure::Tenant(_) => "28000",
             StartupFailure::Refused(_) => "42501",
+            StartupFailure::TooMany(_) => "53300",
         }
     }
 }
@@ -90,7 +97,7 @@ pub enum Opened {
 pub async fn open(
     tcp: TcpStream,
     peer: SocketAddr,
-    ctx: &ProxyContext,
+    ctx: &Arc<ProxyContext>,
 ) -> Result<Opened, StartupFailure> {
     let _ = tcp.set_nodelay(true);
     let mut client = Stream::Plain(tcp);
@@ -156,6 +163,23 @@ pub async fn open(
         let _ = send_fatal(&mut client, &PgError::fatal("42501", reason.clone())).await;
         return Err(StartupFailure::Refused(reason));
     }
+    let class_slot = {
+        let policy = ctx.policy.load();
+        let class = identity.class(&policy);
+        let name = policy.class_name(class).to_string();
+        match ClassSlot::take(ctx, &name, policy.max_connections(class)) {
+            Some(slot) => slot,
+            None => {
+                ctx.metrics.refused("class_limit");
+                let err = PgError::fatal(
+                    "53300",
+                    format!("pgward: too many connections for class {name}"),
+                );
+                let _ = send_fatal(&mut client, &err).await;
+                return Err(StartupFailure::TooMany(err.message));
+            }
+        }
+    };
 
     let client_tls = client.tls_version();
     let mut server = match ctx.upstream.connect().await {
@@ -199,6 +223,7 @@ pub async fn open(
         client_tls,
         tenant,
         identity,
+        class_slot,
     })))
 }
 
