@@ -109,10 +109,16 @@ start() {
     log "starting pgward on $DEMO_LISTEN (log: $PGWARD_LOG)"
     # setsid: its own session, so neither Ctrl-C in this terminal nor closing
     # it stops the proxy; `scripts/demo.sh stop` does.
+    # Development certificates for trying TLS and client certificates
+    # (certs/README.md); private keys are generated here, never committed.
+    if [ ! -f "$ROOT/certs/ca.crt" ]; then
+        "$PGWARD_BIN" certs init --dir "$ROOT/certs" >/dev/null
+    fi
     RUST_LOG=${RUST_LOG:-info} setsid "$PGWARD_BIN" serve \
         --config "$policy" \
         --listen "$DEMO_LISTEN" \
         --upstream "127.0.0.1:$DEMO_PG_PORT" \
+        --audit-file "$DEMO_DIR/audit.jsonl" \
         </dev/null >"$PGWARD_LOG" 2>&1 &
     echo $! >"$PGWARD_PID"
     if ! wait_for_port "$listen_host" "$listen_port" 15; then
@@ -122,7 +128,15 @@ start() {
     fi
 
     local url="postgres://dragonfly_app:dragonfly@$DEMO_LISTEN/$DEMO_DB?options=-c%20app.current_tenant%3Dacme"
+    local globex="postgres://dragonfly_app:dragonfly@$DEMO_LISTEN/$DEMO_DB?options=-c%20app.current_tenant%3Dglobex"
     local direct="postgres://postgres:postgres@127.0.0.1:$DEMO_PG_PORT/$DEMO_DB"
+    # Two tenants through the same pgward, each seeing only its own rows.
+    local t
+    for t in acme globex; do
+        log "tenant $t sees: $(PGPASSWORD=dragonfly psql -X -At \
+            -d "host=$listen_host port=$listen_port user=dragonfly_app dbname=$DEMO_DB options='-c app.current_tenant=$t'" \
+            -c 'SELECT string_agg(case_number, $$, $$ ORDER BY case_number) FROM public.judgments' 2>&1 | tr '\n' ' ')"
+    done
     cat <<EOF
 
 pgward is running on $DEMO_LISTEN, in front of PostgreSQL on 127.0.0.1:$DEMO_PG_PORT.
@@ -143,8 +157,17 @@ A direct write to a protected table (refused by pgward):
 
   psql "\$DATABASE_URL" -c "INSERT INTO ops.job_queue (job_type) VALUES ('direct_write')"
 
+The other tenant (same worker, tenant globex):
+
+  psql '$globex' -c "SELECT case_number FROM public.judgments"
+
+Trying to switch tenant from SQL (refused):
+
+  psql "\$DATABASE_URL" -c "SET app.current_tenant = 'globex'"
+
 Without pgward, straight to PostgreSQL as the superuser: $direct
 pgward's log: $PGWARD_LOG
+Audit stream: $DEMO_DIR/audit.jsonl  (verify: $PGWARD_BIN audit verify $DEMO_DIR/audit.jsonl)
 Stop everything: scripts/demo.sh stop
 EOF
 }
