@@ -6,6 +6,7 @@
 //! format, [`config`] the policy.yaml model.
 
 pub mod accept;
+pub mod admin;
 pub mod audit;
 pub mod cancel;
 pub mod cli;

@@ -48,4 +48,8 @@ pub struct ServeArgs {
     /// Audit file (overrides audit.sinks.file.path).
     #[arg(long, value_name = "PATH")]
     pub audit_file: Option<PathBuf>,
+    /// Serve /metrics, /healthz and /readyz over HTTP on this address
+    /// (overrides server.admin_listen).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub admin_listen: Option<String>,
 }

@@ -27,6 +27,9 @@ pub fn run(args: ServeArgs) -> i32 {
     if let Some(path) = args.audit_file {
         config.audit.override_file_path(path);
     }
+    if let Some(admin) = args.admin_listen {
+        config.server.admin_listen = Some(admin);
+    }
     // The audit stream starts first: pgward never serves a statement it
     // cannot record.
     let (auditor, _audit_task) = match Auditor::start(&config.audit) {
@@ -61,6 +64,16 @@ pub fn run(args: ServeArgs) -> i32 {
                 return 1;
             }
         };
+        let admin_listener = match &config.server.admin_listen {
+            Some(addr) => match crate::admin::bind(addr).await {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    eprintln!("pgward: cannot listen on {addr} (admin): {e}");
+                    return 1;
+                }
+            },
+            None => None,
+        };
         tracing::info!(
             listen = %config.server.listen,
             upstream = %config.server.upstream,
@@ -83,6 +96,13 @@ pub fn run(args: ServeArgs) -> i32 {
                 return 1;
             }
         };
+        if let Some(admin) = admin_listener {
+            let addr = admin
+                .local_addr()
+                .map_or_else(|e| e.to_string(), |a| a.to_string());
+            tracing::info!(admin = %addr, "admin listener ready: /metrics /healthz /readyz");
+            tokio::spawn(crate::admin::serve(admin, ctx.clone(), shutdown.clone()));
+        }
         let reloader = tokio::spawn(crate::reload::watch(
             args.config.clone(),
             ctx.clone(),

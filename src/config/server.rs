@@ -22,6 +22,9 @@ pub struct ServerConfig {
     /// TLS from pgward to PostgreSQL, verified against `ca`. Absent: plain TCP.
     #[serde(default)]
     pub upstream_tls: Option<UpstreamTls>,
+    /// Address of the admin HTTP listener (/metrics, /healthz, /readyz); absent: off
+    #[serde(default)]
+    pub admin_listen: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -31,6 +34,7 @@ impl Default for ServerConfig {
             upstream: default_upstream(),
             tls: None,
             upstream_tls: None,
+            admin_listen: None,
         }
     }
 }
