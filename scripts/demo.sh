@@ -11,6 +11,7 @@
 #   DEMO_DIR          [./.demo]           cluster, logs and pid files
 #   DEMO_PG_PORT      [5433]              PostgreSQL, on 127.0.0.1
 #   DEMO_LISTEN       [127.0.0.1:6432]    pgward's address
+#   DEMO_ADMIN_LISTEN [127.0.0.1:9187]    pgward's /metrics, /healthz, /readyz
 #   DEMO_DB           [dragonfly]         database loaded with sql/demo.sql
 #   PGWARD_POLICY     [./policy.yaml]     pgward's policy file
 #   DEMO_GRANT_DRIFT  [0]                 1: also load sql/test_grants.sql, so
@@ -119,6 +120,7 @@ start() {
         --listen "$DEMO_LISTEN" \
         --upstream "127.0.0.1:$DEMO_PG_PORT" \
         --audit-file "$DEMO_DIR/audit.jsonl" \
+        --admin-listen "${DEMO_ADMIN_LISTEN:-127.0.0.1:9187}" \
         </dev/null >"$PGWARD_LOG" 2>&1 &
     echo $! >"$PGWARD_PID"
     if ! wait_for_port "$listen_host" "$listen_port" 15; then
@@ -168,6 +170,7 @@ Trying to switch tenant from SQL (refused):
 Without pgward, straight to PostgreSQL as the superuser: $direct
 pgward's log: $PGWARD_LOG
 Audit stream: $DEMO_DIR/audit.jsonl  (verify: $PGWARD_BIN audit verify $DEMO_DIR/audit.jsonl)
+Metrics: curl http://${DEMO_ADMIN_LISTEN:-127.0.0.1:9187}/metrics   (also /healthz, /readyz)
 Stop everything: scripts/demo.sh stop
 EOF
 }
