@@ -1270,3 +1270,50 @@ pub fn describe_error(error: &tokio_postgres::Error) -> String {
     }
     text
 }
+
+// ---------------------------------------------------------------------------
+// Stopping and restarting a private cluster (tests/reliability.rs)
+// ---------------------------------------------------------------------------
+
+impl PgCluster {
+    /// Stops the server with `pg_ctl stop -m fast` (open sessions are
+    /// terminated, SQLSTATE 57P01), keeping the data directory and port for
+    /// [`PgCluster::start_again`]. Panics, with the server log, on failure.
+    /// Only for a private cluster: the shared one serves other tests.
+    pub fn stop_fast(&self) {
+        let out = self
+            .server_command("pg_ctl")
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "fast", "-w", "-t", "60", "stop"])
+            .output()
+            .expect("cannot run pg_ctl");
+        if !out.status.success() {
+            panic!("{}", self.describe_failure("pg_ctl stop -m fast", &out));
+        }
+    }
+
+    /// Starts a server stopped by [`PgCluster::stop_fast`] again, on the same
+    /// port, and waits until it accepts TCP connections.
+    pub fn start_again(&self) {
+        let out = self
+            .server_command("pg_ctl")
+            .arg("-D")
+            .arg(&self.data)
+            .arg("-l")
+            .arg(&self.log_file)
+            .args(["-w", "-t", &PG_START_TIMEOUT.as_secs().to_string(), "start"])
+            .output()
+            .expect("cannot run pg_ctl");
+        if !out.status.success() || !self.wait_accepting(Duration::from_secs(10)) {
+            panic!("{}", self.describe_failure("pg_ctl start (again)", &out));
+        }
+    }
+
+    /// [`PgCluster::stop_fast`], `down_for` of downtime, [`PgCluster::start_again`].
+    pub fn restart(&self, down_for: Duration) {
+        self.stop_fast();
+        std::thread::sleep(down_for);
+        self.start_again();
+    }
+}
