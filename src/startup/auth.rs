@@ -47,6 +47,16 @@ pub enum AuthError {
     Io(#[from] std::io::Error),
 }
 
+impl AuthError {
+    /// The connection broke (rather than PostgreSQL or the client refusing).
+    pub fn is_connection_loss(&self) -> bool {
+        matches!(
+            self,
+            AuthError::Io(_) | AuthError::Closed | AuthError::Frame(_)
+        )
+    }
+}
+
 /// The role and password pgward logs in with itself (see
 /// `identities.classes.X.upstream`); the client is then never asked.
 pub struct Credentials {

@@ -79,6 +79,7 @@ impl StartupFailure {
             StartupFailure::BadPacket(_) | StartupFailure::TlsHandshake(_) => "08P01",
             StartupFailure::UnsupportedProtocol(..) => "0A000",
             StartupFailure::Upstream(_) | StartupFailure::Io(_) => "08006",
+            StartupFailure::Auth(e) if e.is_connection_loss() => "08006",
             StartupFailure::Auth(_) | StartupFailure::Tenant(_) => "28000",
             StartupFailure::Refused(_) => "42501",
             StartupFailure::TooMany(_) => "53300",
@@ -192,14 +193,17 @@ pub async fn open(
     };
     let mut startup_bytes = bytes::BytesMut::new();
     startup.encode(&mut startup_bytes);
-    server.write_all(&startup_bytes).await?;
+    if let Err(e) = server.write_all(&startup_bytes).await {
+        let _ = send_fatal(&mut client, &upstream_lost()).await;
+        return Err(e.into());
+    }
 
     let (client_read, mut client_writer) = tokio::io::split(client);
     let (server_read, mut server_writer) = tokio::io::split(server);
     let mut client_reader = FrameReader::new(client_read, MAX_AUTH_MESSAGE);
     let mut server_reader = FrameReader::new(server_read, MAX_AUTH_MESSAGE);
 
-    let keys = auth::relay(
+    let relayed = auth::relay(
         &mut client_reader,
         &mut client_writer,
         &mut server_reader,
@@ -207,7 +211,17 @@ pub async fn open(
         ctx,
         credentials.as_ref(),
     )
-    .await?;
+    .await;
+    let keys = match relayed {
+        Ok(keys) => keys,
+        Err(e) => {
+            // PostgreSQL's own refusals were relayed; a lost connection was not.
+            if e.is_connection_loss() {
+                let _ = client_writer.write_all(&upstream_lost().to_bytes()).await;
+            }
+            return Err(e.into());
+        }
+    };
 
     client_reader.set_max_whole(ctx.limits.max_message_bytes);
     // The server's messages are trusted; pgward only needs small ones whole.
@@ -316,6 +330,14 @@ async fn negotiate_tls(mut client: Stream, ctx: &ProxyContext) -> Result<Stream,
         .await
         .map_err(StartupFailure::TlsHandshake)?;
     Ok(Stream::Tls(Box::new(tls.into())))
+}
+
+/// What a client is told when PostgreSQL goes away during startup.
+fn upstream_lost() -> PgError {
+    PgError::fatal(
+        "08006",
+        "pgward: PostgreSQL closed the connection during startup",
+    )
 }
 
 async fn send_fatal(client: &mut Stream, err: &PgError) -> std::io::Result<()> {
