@@ -95,5 +95,31 @@ fn frames(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, classify_and_decide, frames);
+/// Tenant injection: planning where `SET LOCAL` goes in a simple Query and
+/// splicing it into the text (the per-transaction cost pgward adds).
+fn tenant_injection(c: &mut Criterion) {
+    use pgward::tenant::inject::TenantInjector;
+    let set_local = pgward::tenant::set_local_sql("app.current_tenant", "acme");
+    let mut g = c.benchmark_group("tenant_injection");
+    for (name, sql) in [
+        ("lone_select", WORKER_READ),
+        ("begin_block", "BEGIN; SELECT 1; COMMIT"),
+    ] {
+        let stmts = inspect(sql).unwrap();
+        g.bench_function(format!("plan_query/{name}"), |b| {
+            let mut injector = TenantInjector::new(set_local.clone());
+            b.iter(|| black_box(injector.plan_query(black_box(sql), &stmts, false)))
+        });
+    }
+    g.bench_function("before_execution+synced", |b| {
+        let mut injector = TenantInjector::new(set_local.clone());
+        b.iter(|| {
+            black_box(injector.before_execution(false));
+            injector.synced();
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, classify_and_decide, frames, tenant_injection);
 criterion_main!(benches);

@@ -6,9 +6,11 @@
 pub enum Action {
     /// SELECT, COPY TO, references in subqueries, locks without writes.
     Read,
-    /// INSERT, UPDATE, DELETE, MERGE, TRUNCATE, COPY FROM, SELECT INTO targets.
+    /// INSERT, UPDATE, DELETE, MERGE, TRUNCATE, COPY FROM, nextval/setval.
     Write,
-    /// CREATE/ALTER/DROP/GRANT/REVOKE/COMMENT, triggers, rules, policies, ownership.
+    /// CREATE/ALTER/DROP/GRANT/REVOKE/COMMENT, triggers, rules, policies,
+    /// ownership; the relation SELECT INTO / CREATE TABLE AS creates; the
+    /// tables under a new view or foreign key.
     Ddl,
 }
 

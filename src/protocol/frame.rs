@@ -51,6 +51,10 @@ pub struct FrameReader<R> {
     streaming_left: usize,
     /// Largest frame handed out whole; bigger ones are an error.
     max_whole: usize,
+    /// The buffer was grown to exactly fit a wanted frame still arriving: no
+    /// extra read-ahead room, or growth by doubling would allocate twice the
+    /// frame (a 16 MiB Query would cost 32 MiB).
+    sized_for_frame: bool,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -66,6 +70,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             buf,
             streaming_left: 0,
             max_whole,
+            sized_for_frame: false,
         }
     }
 
@@ -96,7 +101,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 
     async fn read_more(&mut self) -> Result<usize, FrameError> {
-        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+        let spare = self.buf.capacity() - self.buf.len();
+        if spare == 0 || (!self.sized_for_frame && spare < READ_CHUNK / 4) {
             self.buf.reserve(READ_CHUNK);
         }
         Ok(self.reader.read_buf(&mut self.buf).await?)
@@ -126,8 +132,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             if self.buf.len() < total {
                 // Grow to exactly the frame's size (bounded by max_whole above), not more.
                 self.buf.reserve(total - self.buf.len());
+                self.sized_for_frame = true;
                 return Ok(None);
             }
+            self.sized_for_frame = false;
             return Ok(Some(Piece::Frame {
                 tag,
                 bytes: self.buf.split_to(total),
