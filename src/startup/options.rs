@@ -47,28 +47,26 @@ pub fn join(words: &[String]) -> String {
 
 /// One `name=value` setting found in the words, with the word indices it used.
 struct Found {
+    /// Lower case, `-` read as `_`, as PostgreSQL folds setting names.
+    name: String,
     value: String,
     words: std::ops::Range<usize>,
 }
 
-fn find_all(words: &[String], name: &str) -> Vec<Found> {
+/// Every setting in the words, in order.
+fn parse(words: &[String]) -> Vec<Found> {
     let mut found = Vec::new();
     let mut i = 0;
     while i < words.len() {
         let (setting, used) = if words[i] == "-c" {
             (words.get(i + 1).map(String::as_str), 2)
         } else {
-            (
-                words[i]
-                    .strip_prefix("--")
-                    .or_else(|| words[i].strip_prefix("-c")),
-                1,
-            )
+            let w = &words[i];
+            (w.strip_prefix("--").or_else(|| w.strip_prefix("-c")), 1)
         };
-        if let Some((key, value)) = setting.and_then(|s| s.split_once('='))
-            && key.replace('-', "_").eq_ignore_ascii_case(name)
-        {
+        if let Some((key, value)) = setting.and_then(|s| s.split_once('=')) {
             found.push(Found {
+                name: key.replace('-', "_").to_ascii_lowercase(),
                 value: value.to_string(),
                 words: i..(i + used).min(words.len()),
             });
@@ -78,31 +76,20 @@ fn find_all(words: &[String], name: &str) -> Vec<Found> {
     found
 }
 
+fn find_all(words: &[String], name: &str) -> Vec<Found> {
+    let name = name.to_ascii_lowercase();
+    parse(words)
+        .into_iter()
+        .filter(|f| f.name == name)
+        .collect()
+}
+
 /// Every `name=value` setting in `options`, in order.
 pub fn all_settings(options: &str) -> Vec<(String, String)> {
-    let words = split(options);
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < words.len() {
-        let (setting, used) = if words[i] == "-c" {
-            (words.get(i + 1).map(String::as_str), 2)
-        } else {
-            (
-                words[i]
-                    .strip_prefix("--")
-                    .or_else(|| words[i].strip_prefix("-c")),
-                1,
-            )
-        };
-        if let Some((key, value)) = setting.and_then(|s| s.split_once('=')) {
-            out.push((
-                key.replace('-', "_").to_ascii_lowercase(),
-                value.to_string(),
-            ));
-        }
-        i += used;
-    }
-    out
+    parse(&split(options))
+        .into_iter()
+        .map(|f| (f.name, f.value))
+        .collect()
 }
 
 /// The value of setting `name` in `options` (the last occurrence wins, as in
