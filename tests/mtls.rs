@@ -196,11 +196,8 @@ fn missing_conflicting_or_foreign_certificates_are_refused() {
         "must fail in the handshake: {}",
         text(&out)
     );
-    assert!(
-        proxy.log().contains("TLS handshake failed"),
-        "{}",
-        proxy.log()
-    );
+    // pgward logs the failure right after the handshake; psql may exit first.
+    assert!(handshake_failures_logged(&proxy, 1), "{}", proxy.log());
 
     // An expired certificate, signed by the right CA, fails too.
     let expired = expired_client_cert(&certs, dir.path());
@@ -210,11 +207,7 @@ fn missing_conflicting_or_foreign_certificates_are_refused() {
         "an expired certificate got in: {}",
         text(&out)
     );
-    assert!(
-        proxy.log().matches("TLS handshake failed").count() >= 2,
-        "{}",
-        proxy.log()
-    );
+    assert!(handshake_failures_logged(&proxy, 2), "{}", proxy.log());
 
     // pgward keeps serving.
     let out = psql(
@@ -231,6 +224,21 @@ fn missing_conflicting_or_foreign_certificates_are_refused() {
         "{}",
         text(&out)
     );
+}
+
+/// Whether pgward has logged at least `n` TLS handshake failures (waiting up
+/// to 5 s for the log to catch up).
+fn handshake_failures_logged(proxy: &ProxyProcess, n: usize) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        if proxy.log().matches("TLS handshake failed").count() >= n {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 fn expired_client_cert(certs: &GeneratedCerts, dir: &Path) -> CertPair {
