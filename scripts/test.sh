@@ -40,7 +40,7 @@ step() {
 
 step fmt cargo fmt --all -- --check
 step clippy cargo clippy --all-targets -- -D warnings
-step test cargo test --all-targets
+step test cargo test --all-targets --no-fail-fast
 
 if [ "${#failed[@]}" -gt 0 ]; then
     die "failed: ${failed[*]}"
