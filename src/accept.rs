@@ -74,6 +74,30 @@ pub async fn serve(
                     ))) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                         tracing::debug!("connection closed before a startup packet")
                     }
+                    Ok(Err(startup::StartupFailure::AuthRefused {
+                        identity,
+                        class,
+                        database,
+                        message,
+                    })) => {
+                        tracing::info!(%identity, "authentication failed: {message}");
+                        ctx.metrics.refused("authentication");
+                        let record = AuthRecord {
+                            session_id,
+                            peer: peer.to_string(),
+                            identity,
+                            identity_class: Some(class),
+                            upstream_user: None,
+                            database,
+                            tenant: None,
+                            ok: false,
+                            method: None,
+                            error: Some(message),
+                        };
+                        if let Err(e) = ctx.audit.record(record).await {
+                            tracing::error!("authentication failure not audited: {e}");
+                        }
+                    }
                     Ok(Err(e)) => {
                         tracing::info!("connection refused during startup: {e}");
                         if let startup::StartupFailure::TlsHandshake(_) = e {

@@ -134,8 +134,32 @@ async fn every_statement_and_session_event_is_recorded() {
     assert_eq!(sqlstate(&err), Some("28000"));
     wait_for_records(&proxy, |r| !of_type(r, "startup_refused").is_empty()).await;
 
+    // A failed authentication is an `auth` record with ok = false.
+    let err = connect_with_options_result(&proxy, &db, "wrong-password").await;
+    assert_eq!(sqlstate(&err), Some("28P01"), "{}", describe_error(&err));
+    let records = wait_for_records(&proxy, |r| of_type(r, "auth").len() >= 2).await;
+    let failed = of_type(&records, "auth")
+        .into_iter()
+        .find(|r| r["ok"] == false)
+        .expect("an auth record with ok = false");
+    assert_eq!(failed["identity"], WORKER_USER);
+    assert_eq!(failed["identity_class"], "worker");
+
     let (code, out) = verify(&proxy.audit_path());
     assert_eq!(code, Some(0), "{out}");
+}
+
+async fn connect_with_options_result(
+    proxy: &ProxyProcess,
+    db: &str,
+    password: &str,
+) -> tokio_postgres::Error {
+    let mut config = pg_config(HOST, proxy.port(), WORKER_USER, password, db);
+    config.options("-c app.current_tenant=acme");
+    try_connect_config(&config)
+        .await
+        .map(|_| ())
+        .expect_err("a wrong password must be refused")
 }
 
 /// kill -9 under load: the chain still verifies (a torn last line is

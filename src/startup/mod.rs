@@ -62,6 +62,14 @@ pub enum StartupFailure {
     Upstream(#[from] crate::upstream::UpstreamError),
     #[error("authentication: {0}")]
     Auth(#[from] auth::AuthError),
+    /// PostgreSQL refused the credentials (its error was relayed).
+    #[error("authentication failed for {identity} to database {database}: {message}")]
+    AuthRefused {
+        identity: String,
+        class: String,
+        database: String,
+        message: String,
+    },
     #[error("{0}")]
     Tenant(#[from] crate::tenant::source::TenantError),
     #[error("{0}")]
@@ -81,6 +89,7 @@ impl StartupFailure {
             StartupFailure::Upstream(_) | StartupFailure::Io(_) => "08006",
             StartupFailure::Auth(e) if e.is_connection_loss() => "08006",
             StartupFailure::Auth(_) | StartupFailure::Tenant(_) => "28000",
+            StartupFailure::AuthRefused { .. } => "28P01",
             StartupFailure::Refused(_) => "42501",
             StartupFailure::TooMany(_) => "53300",
         }
@@ -218,6 +227,15 @@ pub async fn open(
             // PostgreSQL's own refusals were relayed; a lost connection was not.
             if e.is_connection_loss() {
                 let _ = client_writer.write_all(&upstream_lost().to_bytes()).await;
+            }
+            if let auth::AuthError::Refused(message) = e {
+                let policy = ctx.policy.load();
+                return Err(StartupFailure::AuthRefused {
+                    identity: identity.name().to_string(),
+                    class: policy.class_name(identity.class(&policy)).to_string(),
+                    database: startup.database().to_string(),
+                    message,
+                });
             }
             return Err(e.into());
         }
