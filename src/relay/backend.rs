@@ -167,28 +167,23 @@ fn route(
                 out.extend_from_slice(frame);
                 return;
             };
+            // A poison's error becomes the refusal, unless the server answered
+            // for a failed transaction, as it would have to the real statement.
+            let sqlstate = error_field(body(frame), b'C');
+            let refusal = match &front.handling {
+                Handling::Refusal(refusal) if sqlstate != Some(IN_FAILED_TRANSACTION) => {
+                    Some(refusal)
+                }
+                _ => None,
+            };
             let index = front.client_completes as usize;
             if let Some(draft) = front.drafts.get_mut(index) {
-                let sqlstate = match &front.handling {
-                    Handling::Refusal(_)
-                        if error_field(body(frame), b'C') != Some(IN_FAILED_TRANSACTION) =>
-                    {
-                        "42501".to_string()
-                    }
-                    _ => error_field(body(frame), b'C')
-                        .map(|c| String::from_utf8_lossy(c).into_owned())
-                        .unwrap_or_default(),
-                };
-                draft.failed(&sqlstate);
-            }
-            match &front.handling {
-                Handling::Refusal(refusal)
-                    if error_field(body(frame), b'C') != Some(IN_FAILED_TRANSACTION) =>
-                {
-                    out.extend_from_slice(refusal)
+                match refusal {
+                    Some(_) => draft.failed(crate::relay::gate::REFUSED),
+                    None => draft.failed(&String::from_utf8_lossy(sqlstate.unwrap_or_default())),
                 }
-                _ => out.extend_from_slice(frame),
             }
+            out.extend_from_slice(refusal.map_or(frame, |r| &r[..]));
             if front.reach == Reach::Completion {
                 // The server now skips every message up to Sync.
                 while queue.front().is_some_and(|e| e.reach == Reach::Completion) {

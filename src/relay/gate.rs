@@ -192,8 +192,16 @@ impl Gate {
                 entry.drafts = drafts;
             }
         }
-        self.portals
-            .insert(portal.to_string(), statement.to_string());
+        // Clients reuse the same (often unnamed) portal and statement for
+        // every execution: update in place rather than allocate per Bind.
+        match self.portals.get_mut(portal) {
+            Some(s) if s == statement => {}
+            Some(s) => statement.clone_into(s),
+            None => {
+                self.portals
+                    .insert(portal.to_string(), statement.to_string());
+            }
+        }
         Verdict::Forward
     }
 

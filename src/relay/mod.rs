@@ -56,23 +56,20 @@ pub async fn run(
     } = session;
     let _server = crate::metrics::GaugeGuard::new(&ctx.metrics.server_connections);
     let shared = SessionShared::default();
+    let policy = ctx.policy.load_full();
     let audit_base = StatementRecord {
         session_id: info.id,
         peer: info.peer.to_string(),
         identity: identity.name().to_string(),
-        identity_class: {
-            let policy = ctx.policy.load();
-            policy.class_name(identity.class(&policy)).to_string()
-        },
+        identity_class: policy.class_name(identity.class(&policy)).to_string(),
         upstream_user: startup.user().to_string(),
         database: startup.database().to_string(),
         tenant: tenant.clone(),
         ..Default::default()
     };
-    let injector = tenant.map(|t| {
-        let setting = ctx.policy.load().tenant_setting().to_string();
-        TenantInjector::new(crate::tenant::set_local_sql(&setting, &t))
-    });
+    let injector = tenant
+        .map(|t| TenantInjector::new(crate::tenant::set_local_sql(policy.tenant_setting(), &t)));
+    drop(policy);
     let mut gate = Gate::new(
         ctx.clone(),
         identity,

@@ -18,6 +18,7 @@ use crate::cancel::{BackendKey, CancelKeyGuard};
 use crate::context::ProxyContext;
 use crate::metrics::ClassSlot;
 use crate::net::Stream;
+use crate::policy::{ClassId, Policy};
 use crate::protocol::frame::FrameReader;
 use crate::protocol::reply::PgError;
 use crate::protocol::startup::{
@@ -154,28 +155,30 @@ pub async fn open(
     let certificate = client
         .peer_certificate()
         .and_then(ClientCertificate::from_der);
-    let identity = Identity::new(startup.user().to_string(), certificate, &ctx.policy.load());
-    let credentials = match upstream_credentials(ctx, &identity, &mut startup) {
+    // One policy snapshot decides the whole startup: a reload halfway
+    // through cannot put the session in two classes.
+    let policy = ctx.policy.load_full();
+    let identity = Identity::new(startup.user().to_string(), certificate, &policy);
+    let class = identity.class(&policy);
+    let credentials = match upstream_credentials(&policy, class, &identity, &mut startup) {
         Ok(c) => c,
         Err(err) => {
             let _ = send_fatal(&mut client, &err).await;
             return Err(StartupFailure::Refused(err.message));
         }
     };
-    let tenant = match resolve_tenant(ctx, &mut startup, &identity) {
+    let tenant = match resolve_tenant(&policy, class, &mut startup, &identity) {
         Ok(t) => t,
         Err(e) => {
             let _ = send_fatal(&mut client, &e.to_pg_error()).await;
             return Err(e.into());
         }
     };
-    if let Some(reason) = refused_startup_settings(ctx, &startup, &identity) {
+    if let Some(reason) = policy.judge_startup(class, &startup.settings()) {
         let _ = send_fatal(&mut client, &PgError::fatal("42501", reason.clone())).await;
         return Err(StartupFailure::Refused(reason));
     }
     let class_slot = {
-        let policy = ctx.policy.load();
-        let class = identity.class(&policy);
         let name = policy.class_name(class).to_string();
         match ClassSlot::take(ctx, &name, policy.max_connections(class)) {
             Some(slot) => slot,
@@ -229,10 +232,9 @@ pub async fn open(
                 let _ = client_writer.write_all(&upstream_lost().to_bytes()).await;
             }
             if let auth::AuthError::Refused(message) = e {
-                let policy = ctx.policy.load();
                 return Err(StartupFailure::AuthRefused {
                     identity: identity.name().to_string(),
-                    class: policy.class_name(identity.class(&policy)).to_string(),
+                    class: policy.class_name(class).to_string(),
                     database: startup.database().to_string(),
                     message,
                 });
@@ -264,12 +266,11 @@ pub async fn open(
 /// and the client is never asked for a password. Also refuses members of
 /// classes that require a certificate and presented none.
 fn upstream_credentials(
-    ctx: &ProxyContext,
+    policy: &Policy,
+    class: ClassId,
     identity: &Identity,
     startup: &mut StartupMessage,
 ) -> Result<Option<auth::Credentials>, PgError> {
-    let policy = ctx.policy.load();
-    let class = identity.class(&policy);
     if policy.requires_client_cert(class) && identity.certificate.is_none() {
         return Err(PgError::fatal(
             "28000",
@@ -299,26 +300,14 @@ fn upstream_credentials(
     }))
 }
 
-/// Why the startup packet's settings are refused for this identity, if so.
-fn refused_startup_settings(
-    ctx: &ProxyContext,
-    startup: &StartupMessage,
-    identity: &Identity,
-) -> Option<String> {
-    let policy = ctx.policy.load();
-    let class = identity.class(&policy);
-    policy.judge_startup(class, &startup.settings())
-}
-
 /// The session's tenant, when its class has one; takes the tenant setting
 /// out of the startup options either way (see `tenant::source`).
 fn resolve_tenant(
-    ctx: &ProxyContext,
+    policy: &Policy,
+    class: ClassId,
     startup: &mut StartupMessage,
     identity: &Identity,
 ) -> Result<Option<String>, crate::tenant::source::TenantError> {
-    let policy = ctx.policy.load();
-    let class = identity.class(&policy);
     let Some(spec) = policy.tenant_spec(class) else {
         return Ok(None);
     };
