@@ -34,6 +34,8 @@
 #   PGWARD_BIN    [target/release/pgward]
 #   PGWARD_POLICY [policy.yaml]
 #   BENCH_KEEP    [0]     1: keep the temp dir (logs) instead of deleting it
+#   BENCH_HOLD    [0]     1: set everything up, print how to reach each target,
+#                         then wait (no runs) until Ctrl-C: for profiling by hand
 set -euo pipefail
 
 if [ "${1:-}" = -h ] || [ "${1:-}" = --help ]; then
@@ -60,6 +62,7 @@ ALL_WORKLOADS="select-simple select-extended select-prepared worker-read worker-
 WORKLOADS=${WORKLOADS:-$ALL_WORKLOADS}
 BENCH_SKIP_BUILD=${BENCH_SKIP_BUILD:-0}
 BENCH_KEEP=${BENCH_KEEP:-0}
+BENCH_HOLD=${BENCH_HOLD:-0}
 PGWARD_BIN=${PGWARD_BIN:-$ROOT/target/release/pgward}
 PGWARD_POLICY=${PGWARD_POLICY:-$ROOT/policy.yaml}
 TARGETS="direct pgbouncer-session pgbouncer-transaction pgward"
@@ -463,6 +466,15 @@ case "$refusal" in
 *pgward:*) ENFORCEMENT_NOTE="on: a worker INSERT into public.judgments is refused by pgward" ;;
 *) die "pgward did not refuse a worker INSERT into public.judgments: $refusal" ;;
 esac
+
+if [ "$BENCH_HOLD" = 1 ]; then
+    for t in $TARGETS; do
+        log "$t: 127.0.0.1:$(target_port "$t") pid $(target_pid "$t")"
+    done
+    log "select-*: PGPASSWORD=bench pgbench -h 127.0.0.1 -p PORT -U bench_app bench -S -n ..."
+    log "holding (BENCH_HOLD=1); Ctrl-C or SIGTERM stops everything"
+    while :; do sleep 3600; done
+fi
 
 # ---------------------------------------------------------------------------
 # 6. The runs

@@ -11,6 +11,7 @@ use serde::{Serialize, Serializer};
 use super::chain::{ChainTip, GENESIS, sha256_hex};
 use super::time::rfc3339_micros;
 use crate::inspect::Action;
+use crate::inspect::shape::{self, Shape};
 use crate::policy::{Decision, ResolvedAccess, Verdict};
 
 /// One thing worth recording. Built by the session (cheap: owned data, no
@@ -350,6 +351,9 @@ pub struct Encoder {
     prev: String,
     full_text: bool,
     cache: HashMap<String, Arc<Normalized>>,
+    /// By [`Shape::key`]: `Some` when proven the same for every text of the
+    /// shape (every integer literal became a placeholder), `None` when not.
+    shapes: HashMap<String, Option<Arc<Normalized>>>,
 }
 
 impl Encoder {
@@ -365,6 +369,7 @@ impl Encoder {
             prev,
             full_text,
             cache: HashMap::new(),
+            shapes: HashMap::new(),
         }
     }
 
@@ -398,19 +403,7 @@ impl Encoder {
 
     fn encode_statement(&mut self, at: SystemTime, s: &StatementRecord, out: &mut Vec<u8>) {
         let raw = s.statement_text.as_str();
-        let n = match self.cache.get(raw) {
-            Some(n) => n.clone(),
-            None => {
-                let n = Arc::new(normalize(raw));
-                if raw.len() <= NORMALIZE_CACHE_MAX_TEXT {
-                    if self.cache.len() >= NORMALIZE_CACHE {
-                        self.cache.clear();
-                    }
-                    self.cache.insert(raw.to_string(), n.clone());
-                }
-                n
-            }
-        };
+        let n = self.normalized(raw);
         let marker;
         let (text_form, text) = match (&n.text, self.full_text) {
             (_, true) => (TextForm::Full, raw),
@@ -445,6 +438,46 @@ impl Encoder {
             duration_us: s.duration_us,
         };
         self.seal(at, "statement", &view, out)
+    }
+
+    /// The normalization of `raw`, from the caches when possible. Texts that
+    /// differ only in integer literals (one [`Shape`]) share one entry once
+    /// PostgreSQL's normalizer has been seen to replace every such literal (the
+    /// text and its probe normalize alike); statements with inlined literals
+    /// then cost a lookup instead of a parse.
+    fn normalized(&mut self, raw: &str) -> Arc<Normalized> {
+        if let Some(n) = self.cache.get(raw) {
+            return n.clone();
+        }
+        let mut fresh = None;
+        if let Some(shape) = Shape::of(raw).filter(|s| s.key.len() <= NORMALIZE_CACHE_MAX_TEXT) {
+            match self.shapes.get(shape.key.as_str()) {
+                Some(Some(n)) => return n.clone(),
+                Some(None) => {}
+                None => {
+                    let n = Arc::new(normalize(raw));
+                    let invariant =
+                        n.text.is_some() && normalize(&shape::probe(raw, &shape)).text == n.text;
+                    if self.shapes.len() >= NORMALIZE_CACHE {
+                        self.shapes.clear();
+                    }
+                    self.shapes
+                        .insert(shape.key.clone(), invariant.then(|| n.clone()));
+                    if invariant {
+                        return n;
+                    }
+                    fresh = Some(n);
+                }
+            }
+        }
+        let n = fresh.unwrap_or_else(|| Arc::new(normalize(raw)));
+        if raw.len() <= NORMALIZE_CACHE_MAX_TEXT {
+            if self.cache.len() >= NORMALIZE_CACHE {
+                self.cache.clear();
+            }
+            self.cache.insert(raw.to_string(), n.clone());
+        }
+        n
     }
 
     /// The record envelope: `{"seq":N,"ts":"...","prev":"...","type":"...",`

@@ -22,6 +22,7 @@ mod functions;
 mod kind;
 pub mod model;
 mod names;
+pub mod shape;
 mod utility;
 mod walk;
 
