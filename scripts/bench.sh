@@ -33,6 +33,12 @@
 #   BENCH_SKIP_BUILD [0]  1: use the existing target/release/pgward
 #   PGWARD_BIN    [target/release/pgward]
 #   PGWARD_POLICY [policy.yaml]
+#   UNAUDITED     [1]     1: also run `pgward-unaudited`, the same proxy built with
+#                         the benchmark-only feature `unaudited-benchmark` and run
+#                         with --unaudited-benchmark (audit events discarded): the
+#                         report's "audit on vs off" table compares the two
+#   PGWARD_UNAUDITED_BIN [target/bench/unaudited/pgward] (named pgward: the scripts
+#                         identify processes by name)
 #   BENCH_KEEP    [0]     1: keep the temp dir (logs) instead of deleting it
 #   BENCH_HOLD    [0]     1: set everything up, print how to reach each target,
 #                         then wait (no runs) until Ctrl-C: for profiling by hand
@@ -65,8 +71,11 @@ BENCH_KEEP=${BENCH_KEEP:-0}
 BENCH_HOLD=${BENCH_HOLD:-0}
 PGWARD_BIN=${PGWARD_BIN:-$ROOT/target/release/pgward}
 PGWARD_POLICY=${PGWARD_POLICY:-$ROOT/policy.yaml}
-TARGETS="direct pgbouncer-session pgbouncer-transaction pgward"
+UNAUDITED=${UNAUDITED:-1}
 OUT_DIR=$ROOT/target/bench
+PGWARD_UNAUDITED_BIN=${PGWARD_UNAUDITED_BIN:-$OUT_DIR/unaudited/pgward}
+TARGETS="direct pgbouncer-session pgbouncer-transaction pgward"
+[ "$UNAUDITED" != 1 ] || TARGETS+=" pgward-unaudited"
 
 is_uint() { case "$1" in '' | *[!0-9]*) return 1 ;; *) return 0 ;; esac }
 for v in ROUNDS DURATION JOBS WARMUP SCALE; do
@@ -85,6 +94,7 @@ done
 # The command line, as it can be pasted to rerun exactly this benchmark.
 COMMAND_LINE="ROUNDS=$ROUNDS DURATION=$DURATION CLIENTS='$CLIENTS' JOBS=$JOBS WARMUP=$WARMUP SCALE=$SCALE"
 [ "$WORKLOADS" = "$ALL_WORKLOADS" ] || COMMAND_LINE+=" WORKLOADS='$WORKLOADS'"
+[ "$UNAUDITED" = 1 ] || COMMAND_LINE+=" UNAUDITED=$UNAUDITED"
 COMMAND_LINE+=" bash scripts/bench.sh"
 
 # ---------------------------------------------------------------------------
@@ -94,6 +104,7 @@ WORK=''
 PG_DIR=''
 BENCH_PID=''
 PGWARD_PIDFILE=''
+UNAUDITED_PIDFILE=''
 PGB_DIRS=()
 
 cleanup() {
@@ -105,6 +116,7 @@ cleanup() {
         wait "$BENCH_PID" 2>/dev/null
     fi
     [ -z "$PGWARD_PIDFILE" ] || stop_pidfile "$PGWARD_PIDFILE" pgward 10
+    [ -z "$UNAUDITED_PIDFILE" ] || stop_pidfile "$UNAUDITED_PIDFILE" pgward 10
     local d
     for d in "${PGB_DIRS[@]}"; do
         stop_pidfile "$d/pgbouncer.pid" pgbouncer 10
@@ -200,8 +212,12 @@ target_port() {
     pgbouncer-session) echo "$PGB_SESSION_PORT" ;;
     pgbouncer-transaction) echo "$PGB_TX_PORT" ;;
     pgward) echo "$PGWARD_PORT" ;;
+    pgward-unaudited) echo "$UNAUDITED_PORT" ;;
     esac
 }
+
+# Both pgward targets see the same workloads (the tenant comes from PGOPTIONS).
+is_pgward() { case "$1" in pgward | pgward-unaudited) return 0 ;; *) return 1 ;; esac }
 
 # PID of the proxy process of a target (empty for direct).
 target_pid() {
@@ -209,6 +225,7 @@ target_pid() {
     pgbouncer-session) cat "$WORK/pgb-session/pgbouncer.pid" ;;
     pgbouncer-transaction) cat "$WORK/pgb-transaction/pgbouncer.pid" ;;
     pgward) cat "$PGWARD_PIDFILE" ;;
+    pgward-unaudited) cat "$UNAUDITED_PIDFILE" ;;
     *) echo '' ;;
     esac
 }
@@ -228,7 +245,7 @@ workload_args() {
     select-extended) echo "-S -M extended" ;;
     select-prepared) echo "-S -M prepared" ;;
     worker-read)
-        if [ "${2:-}" = pgward ]; then
+        if is_pgward "${2:-}"; then
             echo "-M simple -f $BENCH_FILES/worker_read_pgward.sql"
         else
             echo "-M simple -f $BENCH_FILES/worker_read.sql"
@@ -240,7 +257,7 @@ workload_args() {
 # workload_pgoptions WORKLOAD TARGET
 workload_pgoptions() {
     case "$1:${2:-}" in
-    worker-read-options:* | worker-read:pgward) echo "-c app.current_tenant=acme" ;;
+    worker-read-options:* | worker-read:pgward | worker-read:pgward-unaudited) echo "-c app.current_tenant=acme" ;;
     *) echo '' ;;
     esac
 }
@@ -321,10 +338,21 @@ CLK_TCK=$(getconf CLK_TCK)
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
 if [ "$BENCH_SKIP_BUILD" != 1 ]; then
+    if [ "$UNAUDITED" = 1 ]; then
+        # Built first and copied aside: the normal build below then leaves
+        # target/release/pgward as the default (audited) binary.
+        log "cargo build --release --features unaudited-benchmark"
+        (cd "$ROOT" && cargo build --release --features unaudited-benchmark)
+        mkdir -p "$(dirname "$PGWARD_UNAUDITED_BIN")"
+        cp "$ROOT/target/release/pgward" "$PGWARD_UNAUDITED_BIN"
+    fi
     log "cargo build --release"
     (cd "$ROOT" && cargo build --release)
 fi
 [ -x "$PGWARD_BIN" ] || die "$PGWARD_BIN does not exist"
+if [ "$UNAUDITED" = 1 ]; then
+    [ -x "$PGWARD_UNAUDITED_BIN" ] || die "$PGWARD_UNAUDITED_BIN does not exist (build it, or UNAUDITED=0)"
+fi
 [ -f "$PGWARD_POLICY" ] || die "$PGWARD_POLICY does not exist"
 
 PGB_VERSION=$("$PGBOUNCER" --version 2>/dev/null | awk 'NR == 1 { print $2 }')
@@ -410,7 +438,6 @@ start_pgbouncer transaction PGB_TX_PORT
 # ---------------------------------------------------------------------------
 # 4. pgward
 # ---------------------------------------------------------------------------
-PGWARD_PIDFILE=$WORK/pgward.pid
 audit_args=()
 if "$PGWARD_BIN" serve --help 2>&1 | grep -q -- '--audit-file'; then
     audit_args=(--audit-file "$WORK/audit.log")
@@ -418,22 +445,35 @@ if "$PGWARD_BIN" serve --help 2>&1 | grep -q -- '--audit-file'; then
 else
     AUDIT_NOTE="not yet implemented (pgward serve has no --audit-file)"
 fi
-PGWARD_PORT=''
-for attempt in 1 2 3; do
-    free_port port
-    log "starting pgward on 127.0.0.1:$port (audit: $AUDIT_NOTE)"
-    RUST_LOG=warn "$PGWARD_BIN" serve --config "$PGWARD_POLICY" --listen "127.0.0.1:$port" \
-        --upstream "127.0.0.1:$PG_PORT" "${audit_args[@]}" </dev/null >"$WORK/pgward.log" 2>&1 &
-    echo $! >"$PGWARD_PIDFILE"
-    if wait_for_port 127.0.0.1 "$port" 15 && pid_alive "$(cat "$PGWARD_PIDFILE")" pgward; then
-        PGWARD_PORT=$port
-        break
-    fi
-    tail -n 10 "$WORK/pgward.log" >&2 || true
-    stop_pidfile "$PGWARD_PIDFILE" pgward 5
-    warn "pgward did not start on $port (attempt $attempt)"
-done
-[ -n "$PGWARD_PORT" ] || die "pgward did not start"
+# start_pgward NAME BIN PIDFILE PORT_VAR ARGS...: on a port of its own
+# (PORT_VAR is set to it), a few attempts.
+start_pgward() {
+    local name=$1 bin=$2 pidfile=$3 attempt port
+    local port_var=$4
+    shift 4
+    for attempt in 1 2 3; do
+        free_port port
+        log "starting $name on 127.0.0.1:$port ($*)"
+        RUST_LOG=warn "$bin" serve --config "$PGWARD_POLICY" --listen "127.0.0.1:$port" \
+            --upstream "127.0.0.1:$PG_PORT" "$@" </dev/null >"$WORK/$name.log" 2>&1 &
+        echo $! >"$pidfile"
+        if wait_for_port 127.0.0.1 "$port" 15 && pid_alive "$(cat "$pidfile")" pgward; then
+            printf -v "$port_var" '%s' "$port"
+            return 0
+        fi
+        tail -n 10 "$WORK/$name.log" >&2 || true
+        stop_pidfile "$pidfile" pgward 5
+        warn "$name did not start on $port (attempt $attempt)"
+    done
+    die "$name did not start"
+}
+PGWARD_PIDFILE=$WORK/pgward.pid
+start_pgward pgward "$PGWARD_BIN" "$PGWARD_PIDFILE" PGWARD_PORT "${audit_args[@]}"
+if [ "$UNAUDITED" = 1 ]; then
+    UNAUDITED_PIDFILE=$WORK/pgward-unaudited.pid
+    start_pgward pgward-unaudited "$PGWARD_UNAUDITED_BIN" "$UNAUDITED_PIDFILE" UNAUDITED_PORT \
+        --unaudited-benchmark
+fi
 
 # ---------------------------------------------------------------------------
 # 5. Sanity checks: every target answers, RLS holds, pgward enforces.
@@ -442,7 +482,7 @@ log "sanity checks"
 for t in $TARGETS; do
     n=$(psql_target "$t" select-simple -c "SELECT count(*) FROM pgbench_accounts")
     [ "$n" = $((SCALE * 100000)) ] || die "$t: pgbench_accounts has '$n' rows"
-    if [ "$t" = pgward ]; then
+    if is_pgward "$t"; then
         n=$(psql_target "$t" worker-read -c "SELECT count(*) FROM public.judgments")
     else
         n=$(psql_target "$t" worker-read <<'EOF'
@@ -459,13 +499,22 @@ EOF
         [ "$n" = 3 ] || die "$t: with PGOPTIONS the worker sees '$n' judgments (expected 3)"
     fi
 done
-refusal=$(psql_target pgward worker-read -c \
-    "INSERT INTO public.judgments (tenant_id, case_number, debtor_name, principal_amount)
-     VALUES ('acme', 'BENCH-1', 'x', 1)" 2>&1 || true)
-case "$refusal" in
-*pgward:*) ENFORCEMENT_NOTE="on: a worker INSERT into public.judgments is refused by pgward" ;;
-*) die "pgward did not refuse a worker INSERT into public.judgments: $refusal" ;;
-esac
+for t in $TARGETS; do
+    is_pgward "$t" || continue
+    refusal=$(psql_target "$t" worker-read -c \
+        "INSERT INTO public.judgments (tenant_id, case_number, debtor_name, principal_amount)
+         VALUES ('acme', 'BENCH-1', 'x', 1)" 2>&1 || true)
+    case "$refusal" in
+    *pgward:*) ;;
+    *) die "$t did not refuse a worker INSERT into public.judgments: $refusal" ;;
+    esac
+done
+ENFORCEMENT_NOTE="on: a worker INSERT into public.judgments is refused by pgward"
+if [ "$UNAUDITED" = 1 ]; then
+    [ "$(grep -c '"type":"statement"' "$WORK/audit.log" 2>/dev/null || true)" -gt 0 ] ||
+        die "pgward wrote no statement records to $WORK/audit.log"
+    AUDIT_NOTE+="; pgward-unaudited: the same with --unaudited-benchmark (feature unaudited-benchmark: every audit event discarded)"
+fi
 
 if [ "$BENCH_HOLD" = 1 ]; then
     for t in $TARGETS; do
@@ -652,6 +701,20 @@ REPORT=$WORK/report.md
             echo "| $w | $c | $(ratio "$tps_w" "$tps_d") | $(ratio "$tps_w" "$tps_s") | $(ratio "$tps_w" "$tps_x") | $(added "$p50_w" "$p50_d") | $(added "$p50_s" "$p50_d") | $(added "$p50_x" "$p50_d") | $(fmt "$(med "$w" "$c" pgward proxy_cpu_s_per_10k)" 3) | $(fmt "$(med "$w" "$c" pgbouncer-session proxy_cpu_s_per_10k)" 3) | $(fmt "$(med "$w" "$c" pgbouncer-transaction proxy_cpu_s_per_10k)" 3) |"
         done
     done
+    if [ "$UNAUDITED" = 1 ]; then
+        echo
+        echo "## Audit on vs off"
+        echo
+        echo "pgward (audit file on) against pgward-unaudited (same proxy, every audit event discarded); ratios of medians from the same run."
+        echo
+        echo "| workload | clients | TPS audit on / off | p50 ms on | p50 ms off | CPU s/10k on | CPU s/10k off |"
+        echo "|---|---:|---:|---:|---:|---:|---:|"
+        for w in $WORKLOADS; do
+            for c in $CLIENTS; do
+                echo "| $w | $c | $(ratio "$(med "$w" "$c" pgward tps)" "$(med "$w" "$c" pgward-unaudited tps)") | $(fmt "$(med "$w" "$c" pgward p50_ms)" 3) | $(fmt "$(med "$w" "$c" pgward-unaudited p50_ms)" 3) | $(fmt "$(med "$w" "$c" pgward proxy_cpu_s_per_10k)" 3) | $(fmt "$(med "$w" "$c" pgward-unaudited proxy_cpu_s_per_10k)" 3) |"
+            done
+        done
+    fi
     skipped=$(for w in $WORKLOADS; do for t in $TARGETS; do
         r=$(skip_reason "$w" "$t")
         [ -z "$r" ] || echo "- $w via $t: $r"

@@ -46,6 +46,16 @@ fn version_and_help_name_the_commands() {
     }
 }
 
+/// The audit cannot be switched off in a normal build: the benchmark-only
+/// flag exists only with the `unaudited-benchmark` feature.
+#[cfg(not(feature = "unaudited-benchmark"))]
+#[test]
+fn a_normal_build_cannot_run_unaudited() {
+    let out = pgward(&["serve", "--unaudited-benchmark"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("unexpected argument"), "{}", text(&out));
+}
+
 /// `check` predicts the proxy's decision with the shipped policy: exit 0
 /// allowed, 3 denied, 2 for a configuration error.
 #[test]

@@ -212,6 +212,8 @@ struct Inner {
     tx: mpsc::Sender<Msg>,
     on_full: OnFull,
     shared: Arc<Shared>,
+    /// [`Auditor::discarding`]: every event is dropped on the floor.
+    discard: bool,
 }
 
 impl std::fmt::Debug for Auditor {
@@ -307,15 +309,44 @@ impl Auditor {
                 tx,
                 on_full: cfg.on_full,
                 shared,
+                discard: false,
             }),
         };
         Ok((auditor, AuditTask { done }))
+    }
+
+    /// Benchmark builds only (feature `unaudited-benchmark`): an auditor that
+    /// records nothing, so that a benchmark can measure what auditing costs.
+    /// Events are dropped at [`Auditor::record`]: sessions still build them,
+    /// so the measured difference slightly understates the audit's cost.
+    #[cfg(feature = "unaudited-benchmark")]
+    pub fn discarding() -> (Auditor, AuditTask) {
+        let (tx, _rx) = mpsc::channel(1);
+        let (done_tx, done) = oneshot::channel();
+        let _ = done_tx.send(Ok(()));
+        let auditor = Auditor {
+            inner: Arc::new(Inner {
+                tx,
+                on_full: OnFull::Drop,
+                shared: Arc::default(),
+                discard: true,
+            }),
+        };
+        (auditor, AuditTask { done })
+    }
+
+    /// Always false unless built for benchmarks: the check then compiles away.
+    fn discards(&self) -> bool {
+        cfg!(feature = "unaudited-benchmark") && self.inner.discard
     }
 
     /// Queues an event. `on_full: block`: waits while the queue is full;
     /// `on_full: drop`: never waits (a full queue drops and counts it).
     /// Fails only when the writer has stopped ([`AuditError::Closed`]).
     pub async fn record(&self, event: impl Into<Event>) -> Result<(), AuditError> {
+        if self.discards() {
+            return Ok(());
+        }
         let msg = Msg::Event(SystemTime::now(), event.into());
         match self.inner.on_full {
             OnFull::Block => self
@@ -337,6 +368,9 @@ impl Auditor {
 
     /// Queues an event without waiting, for synchronous callers.
     pub fn try_record(&self, event: impl Into<Event>) -> Result<(), TryRecordError> {
+        if self.discards() {
+            return Ok(());
+        }
         let msg = Msg::Event(SystemTime::now(), event.into());
         let back = |m: Msg| match m {
             Msg::Event(_, e) => Box::new(e),
@@ -369,6 +403,9 @@ impl Auditor {
     /// Writes and fsyncs everything queued before this call (waits for queue
     /// space even with `on_full: drop`).
     pub async fn flush(&self) -> Result<(), AuditError> {
+        if self.discards() {
+            return Ok(());
+        }
         let (ack, done) = oneshot::channel();
         self.inner
             .tx
@@ -383,6 +420,9 @@ impl Auditor {
     /// fsyncs. Call it on SIGTERM. If a sink keeps failing it gives up after a
     /// few retries (about 3 s) and returns the error.
     pub async fn shutdown(self) -> Result<(), AuditError> {
+        if self.discards() {
+            return Ok(());
+        }
         self.inner.shared.stopping.store(true, Ordering::Relaxed);
         let (ack, done) = oneshot::channel();
         self.inner

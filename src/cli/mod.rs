@@ -52,4 +52,9 @@ pub struct ServeArgs {
     /// (overrides server.admin_listen).
     #[arg(long, value_name = "ADDR:PORT")]
     pub admin_listen: Option<String>,
+    /// Benchmark builds only: record nothing (every audit event is
+    /// discarded), to measure the audit's cost against a normal run.
+    #[cfg(feature = "unaudited-benchmark")]
+    #[arg(long)]
+    pub unaudited_benchmark: bool,
 }

@@ -32,7 +32,17 @@ pub fn run(args: ServeArgs) -> i32 {
     }
     // The audit stream starts first: pgward never serves a statement it
     // cannot record.
-    let (auditor, _audit_task) = match Auditor::start(&config.audit) {
+    #[cfg(feature = "unaudited-benchmark")]
+    let started = if args.unaudited_benchmark {
+        tracing::warn!("--unaudited-benchmark: NOTHING IS AUDITED (benchmark build)");
+        eprintln!("pgward: --unaudited-benchmark: every audit event is discarded");
+        Ok(Auditor::discarding())
+    } else {
+        Auditor::start(&config.audit)
+    };
+    #[cfg(not(feature = "unaudited-benchmark"))]
+    let started = Auditor::start(&config.audit);
+    let (auditor, _audit_task) = match started {
         Ok(a) => a,
         Err(e) => {
             eprintln!("pgward: {e}");
