@@ -1975,6 +1975,52 @@ async fn silent_client_is_dropped_after_startup_timeout() {
     );
 }
 
+/// Statements nested thousands deep (`ARRAY[ARRAY[...]]`) are inspected on
+/// threads with stacks big enough for PostgreSQL's parser: the session gets
+/// an answer, and pgward, its other sessions and its audit stream live on.
+/// (Found by hand: with tokio's default 2 MiB worker stacks, one such Query
+/// overflowed the stack and aborted the whole proxy.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deeply_nested_statements_do_not_bring_pgward_down() {
+    let pg = PgCluster::shared();
+    let db = pg.create_database("relay_deep");
+    let proxy = plain_proxy();
+    let bystander = proxy.connect(SCRAM_USER, SCRAM_PASSWORD, &db).await;
+    for depth in [100i32, 300, 1_000, 3_000, 20_000] {
+        let sql = format!(
+            "SELECT {}1{}",
+            "ARRAY[".repeat(depth as usize),
+            "]".repeat(depth as usize)
+        );
+        let client = proxy.connect(SCRAM_USER, SCRAM_PASSWORD, &db).await;
+        // Simple and extended protocol; whether PostgreSQL runs it or says
+        // "stack depth limit exceeded" does not matter here, an answer does.
+        let simple = within(T, "nested simple Query", client.simple_query(&sql)).await;
+        let extended = within(T, "nested Parse", client.query_typed(&sql, &[])).await;
+        assert!(
+            !client.is_closed(),
+            "depth {depth}: the session was dropped ({:?} / {:?})",
+            simple.err().map(|e| describe_error(&e)),
+            extended.err().map(|e| describe_error(&e))
+        );
+        let row = within(
+            T,
+            "bystander",
+            bystander.query_one("SELECT $1::int", &[&depth]),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("depth {depth}: pgward died: {}", describe_error(&e)));
+        assert_eq!(row.get::<_, i32>(0), depth);
+    }
+    let records = proxy.audit_records();
+    assert!(
+        records
+            .iter()
+            .any(|r| r["type"] == "statement" && r["text_form"] == "withheld"),
+        "the 20,000-deep statement is recorded (withheld: not normalizable)"
+    );
+}
+
 /// A Query, or a Bind, bigger than limits.max_message_bytes (1 KB here) ends
 /// that session with 54000; other sessions are untouched; COPY data, which is
 /// streamed, is not subject to the bound.

@@ -296,6 +296,9 @@ impl Auditor {
             .map_err(|e| AuditError::Write(format!("cannot start the writer runtime: {e}")))?;
         std::thread::Builder::new()
             .name("pgward-audit".into())
+            // The writer normalizes statements with PostgreSQL's parser,
+            // which recurses as deep as the statement nests.
+            .stack_size(crate::inspect::STACK_BYTES)
             .spawn(move || {
                 let result = runtime.block_on(writer.run());
                 if let Err(e) = &result {

@@ -52,6 +52,9 @@ pub struct ServeArgs {
     /// (overrides server.admin_listen).
     #[arg(long, value_name = "ADDR:PORT")]
     pub admin_listen: Option<String>,
+    /// Threads that run sessions (overrides server.worker_threads).
+    #[arg(long, value_name = "N")]
+    pub worker_threads: Option<std::num::NonZeroUsize>,
     /// Benchmark builds only: record nothing (every audit event is
     /// discarded), to measure the audit's cost against a normal run.
     #[cfg(feature = "unaudited-benchmark")]

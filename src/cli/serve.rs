@@ -30,6 +30,9 @@ pub fn run(args: ServeArgs) -> i32 {
     if let Some(admin) = args.admin_listen {
         config.server.admin_listen = Some(admin);
     }
+    if let Some(n) = args.worker_threads {
+        config.server.worker_threads = Some(n);
+    }
     // The audit stream starts first: pgward never serves a statement it
     // cannot record.
     #[cfg(feature = "unaudited-benchmark")]
@@ -56,10 +59,15 @@ pub fn run(args: ServeArgs) -> i32 {
             return EXIT_CONFIG;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    // Sessions inspect SQL on these threads: a deeply nested statement
+    // (ARRAY[ARRAY[...]] thousands deep) needs far more than tokio's default
+    // 2 MiB, and overflowing a stack aborts the whole process.
+    runtime.thread_stack_size(crate::inspect::STACK_BYTES);
+    if let Some(n) = config.server.worker_threads {
+        runtime.worker_threads(n.get());
+    }
+    let runtime = match runtime.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("pgward: cannot start the runtime: {e}");

@@ -1,6 +1,7 @@
 //! The `server:` and `limits:` sections of policy.yaml: where pgward listens,
 //! which PostgreSQL it fronts, TLS on either side, and resource limits.
 
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -25,6 +26,11 @@ pub struct ServerConfig {
     /// Address of the admin HTTP listener (/metrics, /healthz, /readyz); absent: off
     #[serde(default)]
     pub admin_listen: Option<String>,
+    /// Threads that run sessions; absent: one per CPU core. Every extra
+    /// thread costs wake-ups between threads; on a machine shared with the
+    /// database and the clients, fewer can mean more throughput.
+    #[serde(default)]
+    pub worker_threads: Option<NonZeroUsize>,
 }
 
 impl Default for ServerConfig {
@@ -35,6 +41,7 @@ impl Default for ServerConfig {
             tls: None,
             upstream_tls: None,
             admin_listen: None,
+            worker_threads: None,
         }
     }
 }

@@ -273,3 +273,20 @@ fn bad_yaml_syntax_has_line() {
     assert!(msg.starts_with("policy.yaml: "), "{msg}");
     assert!(msg.contains("(line "), "{msg}");
 }
+
+#[test]
+fn worker_threads_is_optional_and_never_zero() {
+    assert_eq!(
+        Config::from_str(BASE, "policy.yaml")
+            .unwrap()
+            .server
+            .worker_threads,
+        None
+    );
+    let two = format!("server:\n  worker_threads: 2\n{BASE}");
+    let c = Config::from_str(&two, "policy.yaml").unwrap();
+    assert_eq!(c.server.worker_threads.map(|n| n.get()), Some(2));
+    let e = err(&format!("server:\n  worker_threads: 0\n{BASE}"));
+    assert_eq!(e.yaml_path().unwrap().to_string(), "server.worker_threads");
+    assert_eq!(e.line(), Some(2), "{e}");
+}
