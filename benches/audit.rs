@@ -39,10 +39,11 @@ fn sample() -> StatementRecord {
                 schema: Some("public".into()),
                 name: "plaintiffs".into(),
             },
-        ],
+        ]
+        .into(),
         decision: AuditDecision::Allow,
         rule: None,
-        reason: String::new(),
+        reason: "".into(),
         outcome: Some(Outcome::Tag("SELECT 12".into())),
         rows: Some(12),
         duration_us: 812,

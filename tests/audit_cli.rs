@@ -41,7 +41,8 @@ fn statement(session: u64, identity: &str, sql: &str, decision: AuditDecision) -
             action: Action::Write,
             schema: Some("billing".into()),
             name: "invoices".into(),
-        }],
+        }]
+        .into(),
         decision,
         rule: (decision == AuditDecision::Deny).then(|| "billing-readonly".into()),
         reason: "billing is read-only for app".into(),

@@ -25,6 +25,13 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// [`sha256_hex`] into a buffer: the writer hashes every record, and this
+/// path allocates nothing.
+pub fn sha256_hex_into(bytes: &[u8], out: &mut [u8; 64]) {
+    // 32 bytes always fit 64 hex digits.
+    let _ = hex::encode_to_slice(Sha256::digest(bytes), out);
+}
+
 /// The canonical bytes of a record line (without its `\n`): the line with its
 /// final `,"hash":"<64 hex>"` member removed. `None` if the line does not end
 /// that way.

@@ -8,8 +8,8 @@ use std::time::SystemTime;
 
 use serde::{Serialize, Serializer};
 
-use super::chain::{ChainTip, GENESIS, sha256_hex};
-use super::time::rfc3339_micros;
+use super::chain::{ChainTip, GENESIS, sha256_hex, sha256_hex_into};
+use super::time::write_rfc3339_micros;
 use crate::inspect::Action;
 use crate::inspect::shape::{self, Shape};
 use crate::policy::{Decision, ResolvedAccess, Verdict};
@@ -143,31 +143,35 @@ pub enum Outcome {
 }
 
 /// One statement, executed or refused.
+///
+/// Every text is shared (`Arc`): a session builds its part once, a prepared
+/// statement its drafts once, and each execution's record is a clone that
+/// costs reference counts, not allocations.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StatementRecord {
     pub session_id: u64,
     /// Client address, e.g. `10.0.0.7:51234`.
-    pub peer: String,
+    pub peer: Arc<str>,
     /// Who the client is (startup user, or the certificate identity).
-    pub identity: String,
+    pub identity: Arc<str>,
     /// The identity's class name in the policy.
-    pub identity_class: String,
+    pub identity_class: Arc<str>,
     /// The role pgward connects upstream as.
-    pub upstream_user: String,
-    pub database: String,
-    pub tenant: Option<String>,
+    pub upstream_user: Arc<str>,
+    pub database: Arc<str>,
+    pub tenant: Option<Arc<str>>,
     pub protocol: Protocol,
     /// The statement as the client sent it. The writer records it normalized
     /// (literals → `$n`) unless `full_text` is set; this raw text never
     /// reaches the file otherwise.
-    pub statement_text: String,
+    pub statement_text: Arc<str>,
     /// Short kind from inspection, e.g. `SELECT`, `CREATE TABLE`.
-    pub statement_kind: String,
-    pub objects: Vec<AuditObject>,
+    pub statement_kind: Arc<str>,
+    pub objects: Arc<[AuditObject]>,
     pub decision: AuditDecision,
     /// Rule id that denied (or would have denied).
-    pub rule: Option<String>,
-    pub reason: String,
+    pub rule: Option<Arc<str>>,
+    pub reason: Arc<str>,
     /// `None` while unknown (e.g. the connection broke before the reply).
     pub outcome: Option<Outcome>,
     /// Rows affected or returned, from the command tag.
@@ -180,8 +184,8 @@ impl StatementRecord {
     /// Fills `decision`, `rule`, `reason` and `objects` from the policy's decision.
     pub fn set_decision(&mut self, d: &Decision) {
         self.decision = d.verdict.into();
-        self.rule = d.rule.clone();
-        self.reason = d.reason.clone();
+        self.rule = d.rule.as_deref().map(Arc::from);
+        self.reason = Arc::from(d.reason.as_str());
         self.objects = d.accesses.iter().map(AuditObject::from).collect();
     }
 }
@@ -402,7 +406,7 @@ impl Encoder {
     }
 
     fn encode_statement(&mut self, at: SystemTime, s: &StatementRecord, out: &mut Vec<u8>) {
-        let raw = s.statement_text.as_str();
+        let raw: &str = &s.statement_text;
         let n = self.normalized(raw);
         let marker;
         let (text_form, text) = match (&n.text, self.full_text) {
@@ -492,12 +496,15 @@ impl Encoder {
     ) {
         let seq = self.seq + 1;
         let line_start = buf.len();
-        let _ = write!(
-            buf,
-            "{{\"seq\":{seq},\"ts\":\"{}\",\"prev\":\"{}\",\"type\":\"{ty}\"",
-            rfc3339_micros(at),
-            self.prev
-        );
+        buf.extend_from_slice(b"{\"seq\":");
+        let _ = write!(buf, "{seq}");
+        buf.extend_from_slice(b",\"ts\":\"");
+        write_rfc3339_micros(at, buf);
+        buf.extend_from_slice(b"\",\"prev\":\"");
+        buf.extend_from_slice(self.prev.as_bytes());
+        buf.extend_from_slice(b"\",\"type\":\"");
+        buf.extend_from_slice(ty.as_bytes());
+        buf.push(b'"');
         let body_start = buf.len();
         if serde_json::to_writer(&mut *buf, body).is_err() || buf.len() < body_start + 3 {
             // Unreachable with the types above; keep the record (and the chain) anyway.
@@ -506,12 +513,16 @@ impl Encoder {
         }
         // `{...}` → `,...}`: the body's members continue the envelope's object.
         buf[body_start] = b',';
-        let hash = sha256_hex(&buf[line_start..]);
+        let mut hash = [0u8; 64];
+        sha256_hex_into(&buf[line_start..], &mut hash);
         buf.pop();
         buf.extend_from_slice(b",\"hash\":\"");
-        buf.extend_from_slice(hash.as_bytes());
+        buf.extend_from_slice(&hash);
         buf.extend_from_slice(b"\"}\n");
         self.seq = seq;
-        self.prev = hash;
+        // Hex digits are ASCII: the conversion cannot fail.
+        self.prev.clear();
+        self.prev
+            .push_str(std::str::from_utf8(&hash).unwrap_or(GENESIS));
     }
 }

@@ -37,7 +37,8 @@ fn stmt(i: u64, identity: &str, sql: &str, decision: AuditDecision) -> Statement
             action: Action::Read,
             schema: Some("public".into()),
             name: "users".into(),
-        }],
+        }]
+        .into(),
         decision,
         rule: (decision != AuditDecision::Allow).then(|| "protect-users".into()),
         reason: "because".into(),

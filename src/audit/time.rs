@@ -58,11 +58,43 @@ fn parts(t: SystemTime) -> Parts {
 /// `2025-03-04T05:06:07.123456Z`: always UTC, always six fractional digits,
 /// so timestamps sort as strings.
 pub fn rfc3339_micros(t: SystemTime) -> String {
+    let mut out = Vec::with_capacity(27);
+    write_rfc3339_micros(t, &mut out);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// [`rfc3339_micros`], appended to `out` (ASCII only) without formatting
+/// machinery: the writer stamps every record with it.
+pub fn write_rfc3339_micros(t: SystemTime, out: &mut Vec<u8>) {
     let p = parts(t);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-        p.year, p.month, p.day, p.hour, p.minute, p.second, p.micros
-    )
+    push_padded(out, u64::try_from(p.year).unwrap_or(0), 4);
+    out.push(b'-');
+    push_padded(out, u64::from(p.month), 2);
+    out.push(b'-');
+    push_padded(out, u64::from(p.day), 2);
+    out.push(b'T');
+    push_padded(out, p.hour, 2);
+    out.push(b':');
+    push_padded(out, p.minute, 2);
+    out.push(b':');
+    push_padded(out, p.second, 2);
+    out.push(b'.');
+    push_padded(out, u64::from(p.micros), 6);
+    out.push(b'Z');
+}
+
+/// `v` in decimal, zero-padded to at least `width` digits.
+fn push_padded(out: &mut Vec<u8>, v: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let mut n = v;
+    let mut i = digits.len();
+    while n > 0 {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    let start = i.min(digits.len() - width.min(digits.len()));
+    out.extend_from_slice(&digits[start..]);
 }
 
 /// `20250304T050607.123456Z`: the suffix of a rotated audit file. Sorts as a

@@ -524,7 +524,7 @@ fn denied(err: &PgError) -> Decision {
 }
 
 /// The text of a Parse'd statement, for a record made at Bind.
-fn prepared_text(statements: &HashMap<String, Prepared>, name: &str) -> String {
+fn prepared_text(statements: &HashMap<String, Prepared>, name: &str) -> Arc<str> {
     statements
         .get(name)
         .and_then(|p| p.drafts.first())

@@ -59,12 +59,12 @@ pub async fn run(
     let policy = ctx.policy.load_full();
     let audit_base = StatementRecord {
         session_id: info.id,
-        peer: info.peer.to_string(),
-        identity: identity.name().to_string(),
-        identity_class: policy.class_name(identity.class(&policy)).to_string(),
-        upstream_user: startup.user().to_string(),
-        database: startup.database().to_string(),
-        tenant: tenant.clone(),
+        peer: info.peer.to_string().into(),
+        identity: identity.name().into(),
+        identity_class: policy.class_name(identity.class(&policy)).into(),
+        upstream_user: startup.user().into(),
+        database: startup.database().into(),
+        tenant: tenant.as_deref().map(Arc::from),
         ..Default::default()
     };
     let injector = tenant

@@ -59,8 +59,8 @@ impl Notes {
     ) -> Draft {
         let mut record = self.base.clone();
         record.protocol = protocol;
-        record.statement_text = text.trim().to_string();
-        record.statement_kind = stmt.map_or_else(|| "UNKNOWN".to_string(), |s| s.kind.clone());
+        record.statement_text = text.trim().into();
+        record.statement_kind = stmt.map_or("UNKNOWN", |s| s.kind.as_str()).into();
         record.set_decision(decision);
         Draft {
             record,
