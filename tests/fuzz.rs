@@ -48,6 +48,8 @@ use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner}
 use tokio::io::{AsyncRead, ReadBuf};
 
 use pgward::config::Config;
+use pgward::inspect::cache::InspectCache;
+use pgward::inspect::shape::Shape;
 use pgward::inspect::{self, Access, Action, ObjectName, STACK_BYTES};
 use pgward::policy::{Policy, SearchPath, Verdict};
 use pgward::protocol::fields::{Fields, error_field};
@@ -1284,6 +1286,62 @@ fn inspector_survives_generated_statements() {
             Ok(())
         }
     });
+}
+
+/// The inspection cache shares one inspection among texts that differ only
+/// in integer literals (their shape): whatever text of a shape came first, a
+/// later one gets exactly what parsing it afresh gives (objects, settings,
+/// statement locations after longer or shorter literals).
+#[test]
+fn shape_cache_hits_equal_fresh_inspections() {
+    check(
+        "inspect_shape",
+        3000,
+        || {
+            (
+                prop_oneof![
+                    4 => prop::collection::vec(sql_statement(), 1..4).prop_map(|v| v.join("; ")),
+                    1 => sql_script(),
+                    1 => sql_soup(),
+                ],
+                prop::collection::vec(0u32..1_000_000_000, 1..8),
+            )
+        },
+        |(sql, values)| {
+            // Any text is a valid input: strip what makes texts shapeless
+            // (comments, `$`, backslashes) so that most cases have a shape.
+            let sql = sql
+                .replace("--", "- ")
+                .replace("/*", "/ ")
+                .replace(['$', '\\'], " ");
+            let Some(shape) = Shape::of(&sql) else {
+                stat("shapeless");
+                return Ok(());
+            };
+            let mut variant = String::new();
+            let mut at = 0;
+            for (i, lit) in shape.literals.iter().enumerate() {
+                variant.push_str(&sql[at..lit.start]);
+                variant.push_str(&values[i % values.len()].to_string());
+                at = lit.end;
+            }
+            variant.push_str(&sql[at..]);
+            let cache = InspectCache::new(16);
+            prop_assert_eq!(&*cache.get(&sql), &inspect::inspect(&sql));
+            prop_assert_eq!(
+                &*cache.get(&variant),
+                &inspect::inspect(&variant),
+                "{}",
+                variant
+            );
+            stat(if inspect::inspect(&sql).is_ok() {
+                "shaped ok"
+            } else {
+                "shaped error"
+            });
+            Ok(())
+        },
+    );
 }
 
 #[test]
