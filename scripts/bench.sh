@@ -522,7 +522,11 @@ if [ "$BENCH_HOLD" = 1 ]; then
     done
     log "select-*: PGPASSWORD=bench pgbench -h 127.0.0.1 -p PORT -U bench_app bench -S -n ..."
     log "holding (BENCH_HOLD=1); Ctrl-C or SIGTERM stops everything"
-    while :; do sleep 3600; done
+    # `wait` (not a foreground sleep) so that a signal runs the cleanup at once.
+    while :; do
+        sleep 3600 &
+        wait $! || true
+    done
 fi
 
 # ---------------------------------------------------------------------------
