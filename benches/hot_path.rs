@@ -52,6 +52,20 @@ fn classify_and_decide(c: &mut Criterion) {
             })
         });
     }
+    // Simple protocol with inlined literals (pgbench -M simple): every text is
+    // new, but all share one shape, so the cache still hits.
+    let cache = InspectCache::new(1000);
+    let mut aid = 0u32;
+    g.bench_function("shape_hit/select_literal", |b| {
+        b.iter(|| {
+            aid = (aid + 7919) % 1_000_000;
+            let sql = format!("SELECT abalance FROM pgbench_accounts WHERE aid = {aid};");
+            let inspection = cache.get(black_box(&sql));
+            for s in inspection.as_ref().as_ref().unwrap() {
+                black_box(policy.decide(worker, "dragonfly_app", s, &path));
+            }
+        })
+    });
     g.finish();
 }
 

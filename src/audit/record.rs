@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde::{Serialize, Serializer};
+use smallvec::SmallVec;
 
 use super::chain::{ChainTip, GENESIS, sha256_hex, sha256_hex_into};
 use super::time::write_rfc3339_micros;
@@ -136,10 +137,47 @@ impl From<&ResolvedAccess> for AuditObject {
 pub enum Outcome {
     /// The CommandComplete tag.
     #[serde(rename = "tag")]
-    Tag(String),
+    Tag(ShortText),
     /// The SQLSTATE of the ErrorResponse (pgward's own refusals: `42501`).
     #[serde(rename = "sqlstate")]
-    Error(String),
+    Error(ShortText),
+}
+
+/// Text that is nearly always short (command tags such as `INSERT 0 1`,
+/// SQLSTATEs), kept inline up to 32 bytes: recording a statement's outcome
+/// allocates nothing. Longer text spills to the heap.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct ShortText(SmallVec<[u8; 32]>);
+
+impl ShortText {
+    pub fn as_str(&self) -> &str {
+        // Only ever built from a &str.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl From<&str> for ShortText {
+    fn from(s: &str) -> Self {
+        ShortText(SmallVec::from_slice(s.as_bytes()))
+    }
+}
+
+impl std::fmt::Debug for ShortText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for ShortText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for ShortText {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
 }
 
 /// One statement, executed or refused.

@@ -6,7 +6,7 @@
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use super::notes::Draft;
+use super::notes::{Draft, Drafts};
 use super::shared::{Handling, Reach, SessionShared};
 use crate::audit::AuditDecision;
 use crate::context::ProxyContext;
@@ -233,7 +233,7 @@ fn route(
 
 /// Moves the drafts that ran (or were refused) to `finished`; statements
 /// the server skipped after an earlier error never ran and get no record.
-fn finish(drafts: Vec<Draft>, finished: &mut Vec<Draft>) {
+fn finish(drafts: Drafts, finished: &mut Vec<Draft>) {
     finished.extend(drafts.into_iter().filter(|d| d.record.outcome.is_some()));
 }
 

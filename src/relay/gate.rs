@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::notes::{Draft, Notes, statement_text};
+use super::notes::{Drafts, Notes, statement_text};
 use super::search_path::{Certainty, PathTracker};
 use super::shared::SessionShared;
 use crate::audit::{Protocol, StatementRecord};
@@ -66,7 +66,7 @@ pub struct Gate {
 struct Prepared {
     inspection: Inspection,
     generation: u64,
-    drafts: Vec<Draft>,
+    drafts: Drafts,
 }
 
 impl Gate {
@@ -91,7 +91,7 @@ impl Gate {
 
     /// The audit drafts of the message just judged (statements to run, or
     /// the one refused).
-    pub fn take_drafts(&mut self) -> Vec<Draft> {
+    pub fn take_drafts(&mut self) -> Drafts {
         self.notes.take()
     }
 
@@ -134,15 +134,19 @@ impl Gate {
             self.judge_text(sql, Certainty::Deferred, Protocol::Extended, shared);
         if let (Verdict::Forward, Some(inspection), Some(name)) = (&verdict, inspection, name) {
             // Records are per Execute: keep the drafts with the statement.
-            let drafts = self.notes.take();
-            self.statements.insert(
-                name.to_string(),
-                Prepared {
-                    inspection,
-                    generation: self.path.generation(),
-                    drafts,
-                },
-            );
+            let prepared = Prepared {
+                inspection,
+                generation: self.path.generation(),
+                drafts: self.notes.take(),
+            };
+            // Clients re-Parse the unnamed statement for every query: replace
+            // it in place rather than allocate its name again.
+            match self.statements.get_mut(name) {
+                Some(entry) => *entry = prepared,
+                None => {
+                    self.statements.insert(name.to_string(), prepared);
+                }
+            }
         }
         verdict
     }
@@ -172,7 +176,7 @@ impl Gate {
             let inspection = prepared.inspection.clone();
             let policy = self.ctx.policy.load();
             let class = self.identity.class(&policy);
-            let mut drafts = Vec::new();
+            let mut drafts = Drafts::new();
             if let Ok(stmts) = inspection.as_ref() {
                 for stmt in stmts {
                     let decision = self.judge(&policy, class, stmt, self.path.current());

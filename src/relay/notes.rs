@@ -4,6 +4,8 @@
 
 use std::time::Instant;
 
+use smallvec::SmallVec;
+
 use crate::audit::{Outcome, Protocol, StatementRecord};
 use crate::inspect::StatementInfo;
 use crate::policy::Decision;
@@ -19,11 +21,11 @@ impl Draft {
     /// Sets the outcome from a CommandComplete tag (`INSERT 0 5`: 5 rows).
     pub fn completed(&mut self, tag: &str) {
         self.record.rows = tag.rsplit(' ').next().and_then(|n| n.parse().ok());
-        self.record.outcome = Some(Outcome::Tag(tag.to_string()));
+        self.record.outcome = Some(Outcome::Tag(tag.into()));
     }
 
     pub fn failed(&mut self, sqlstate: &str) {
-        self.record.outcome = Some(Outcome::Error(sqlstate.to_string()));
+        self.record.outcome = Some(Outcome::Error(sqlstate.into()));
     }
 
     /// The finished record (duration measured now).
@@ -34,18 +36,22 @@ impl Draft {
     }
 }
 
+/// The drafts of one message: nearly always one statement, kept inline so
+/// that handing them to the backend half allocates nothing.
+pub type Drafts = SmallVec<[Draft; 1]>;
+
 /// The session's part of every record, and the drafts of the message being judged.
 #[derive(Debug)]
 pub struct Notes {
     base: StatementRecord,
-    drafts: Vec<Draft>,
+    drafts: Drafts,
 }
 
 impl Notes {
     pub fn new(base: StatementRecord) -> Self {
         Notes {
             base,
-            drafts: Vec::new(),
+            drafts: Drafts::new(),
         }
     }
 
@@ -78,7 +84,7 @@ impl Notes {
         self.drafts.push(draft);
     }
 
-    pub fn take(&mut self) -> Vec<Draft> {
+    pub fn take(&mut self) -> Drafts {
         std::mem::take(&mut self.drafts)
     }
 }

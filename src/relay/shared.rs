@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use bytes::BytesMut;
 
-use super::notes::Draft;
+use super::notes::{Draft, Drafts};
 use crate::audit::AuditDecision;
 use crate::protocol::TxnStatus;
 
@@ -58,7 +58,7 @@ pub struct Expected {
     /// Of those, the ones the client saw (answers to its own statements).
     pub client_completes: u32,
     /// Audit drafts of the statements this answer completes, in order.
-    pub drafts: Vec<Draft>,
+    pub drafts: Drafts,
 }
 
 #[derive(Debug)]
@@ -95,11 +95,11 @@ impl SessionShared {
 
     /// Records that a message was sent whose answer is `reach` long.
     pub fn expect(&self, reach: Reach, handling: Handling) {
-        self.expect_with(reach, handling, Vec::new());
+        self.expect_with(reach, handling, Drafts::new());
     }
 
     /// Like [`expect`](Self::expect), with the audit drafts the answer completes.
-    pub fn expect_with(&self, reach: Reach, handling: Handling, drafts: Vec<Draft>) {
+    pub fn expect_with(&self, reach: Reach, handling: Handling, drafts: Drafts) {
         self.queue().push_back(Expected {
             reach,
             handling,
