@@ -23,6 +23,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::context::ProxyContext;
+use crate::metrics::DECISIONS;
 use crate::metrics::{LATENCY_BUCKETS_US, Metrics};
 
 /// Largest request head (request line and headers) read; a bigger one gets 431.
@@ -412,7 +413,15 @@ pub fn render(m: &Metrics, audit_queued: u64, audit_written: u64, audit_dropped:
     let mut statements: Vec<(String, &str, u64)> = m
         .statements
         .iter()
-        .map(|e| (e.key().0.clone(), e.key().1, load(e.value())))
+        .flat_map(|e| {
+            let class = e.key().clone();
+            DECISIONS
+                .iter()
+                .zip(e.value().iter())
+                .map(move |(d, n)| (class.clone(), *d, load(n)))
+                .filter(|(_, _, n)| *n > 0)
+                .collect::<Vec<_>>()
+        })
         .collect();
     statements.sort();
     for (class, decision, n) in &statements {

@@ -253,6 +253,15 @@ async fn policy_reloads_atomically_and_rejects_bad_files() {
     worker_insert(&proxy, &db)
         .await
         .unwrap_or_else(|e| panic!("after reload the write must pass: {}", describe_error(&e)));
+    // A session that keeps repeating an allowed write (its decision is
+    // remembered while nothing changes) and lives through the next reloads.
+    let held = proxy.connect(WORKER_USER, WORKER_PASSWORD, &db).await;
+    const INSERT: &str = "INSERT INTO ops.job_queue (job_type) VALUES ('reload_test')";
+    for _ in 0..3 {
+        held.batch_execute(INSERT)
+            .await
+            .unwrap_or_else(|e| panic!("held session: {}", describe_error(&e)));
+    }
 
     // An invalid file: rejected, the permissive policy stays in force.
     std::fs::write(&config, "protected: [this is not a rule\n").unwrap();
@@ -279,6 +288,12 @@ async fn policy_reloads_atomically_and_rejects_bad_files() {
             Ok(()) => panic!("file change was not picked up:\n{}", proxy.log()),
         }
     }
+    // The held session's next identical write meets the new policy too.
+    let err = held
+        .batch_execute(INSERT)
+        .await
+        .expect_err("the reloaded read-only policy applies to open sessions");
+    assert_eq!(sqlstate(&err), Some("42501"), "{}", describe_error(&err));
     let su = pg.connect_superuser(&db).await;
     let n: i64 = su
         .query_one(

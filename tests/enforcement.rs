@@ -1825,6 +1825,57 @@ async fn a_named_prepared_statement_cannot_follow_a_later_search_path() {
     }
 }
 
+/// A session reuses the decision on a statement it repeats (see
+/// `relay::repeat`), but never across a search_path change: the same text,
+/// allowed while it named the worker's temporary table, is refused once the
+/// path makes it name `ops.job_queue`, in both protocols.
+#[tokio::test]
+async fn a_repeated_statement_is_judged_again_after_the_search_path_changes() {
+    let fx = Fixture::new("enf_repeat_path").await;
+    let su = fx.superuser().await;
+    let worker = fx.worker().await;
+    worker
+        .batch_execute("CREATE TEMP TABLE job_queue (id uuid)")
+        .await
+        .expect("a temporary table is the worker's own");
+    const SQL: &str = "DELETE FROM job_queue";
+    for round in 0..3 {
+        step("simple", worker.simple_query(SQL))
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("round {round}: simple: {}", describe_error(&e)));
+        step("extended", worker.query_typed(SQL, &[]))
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("round {round}: extended: {}", describe_error(&e)));
+    }
+    // Nothing allowed in between: the remembered decision is the DELETE's.
+    // (PostgreSQL would still find the temporary table first; pgward,
+    // following search_path only, must assume ops.job_queue.)
+    worker.batch_execute("SET search_path = ops").await.unwrap();
+    let before = fingerprint(&su).await;
+    let simple = step("simple", worker.simple_query(SQL)).await.unwrap();
+    let extended = step("extended", worker.query_typed(SQL, &[]))
+        .await
+        .unwrap();
+    let after = fingerprint(&su).await;
+    assert!(after == before, "{}", fingerprint_diff(&before, &after));
+    for (what, outcome) in [
+        ("simple", simple.map(|_| ())),
+        ("extended", extended.map(|_| ())),
+    ] {
+        match outcome {
+            Err(e) => assert!(
+                Failure::from_pg(&e).is_pgward_refusal(),
+                "{what}: {}",
+                describe_error(&e)
+            ),
+            Ok(()) => panic!("{what}: DELETE FROM job_queue ran under search_path = ops"),
+        }
+    }
+    session_check(&worker, Protocol::Simple, 4).await.unwrap();
+}
+
 /// SET LOCAL outside a transaction block still applies to the rest of the
 /// implicit transaction: the statements after it before the same Sync (the
 /// simple-Query form, `SET LOCAL ...; DELETE ...`, is in the corpus).

@@ -22,7 +22,7 @@ use crate::policy::{Decision, ResolvedAccess, Verdict};
 pub enum Event {
     /// A statement executed or refused (simple Query: one per statement in the
     /// string; extended protocol: one per Execute; FunctionCall: one per call).
-    Statement(Box<StatementRecord>),
+    Statement(StatementRecord),
     /// A client connected (before authentication).
     Connect(ConnectRecord),
     /// The outcome of authentication, successful or not.
@@ -37,7 +37,7 @@ pub enum Event {
 
 impl From<StatementRecord> for Event {
     fn from(r: StatementRecord) -> Self {
-        Event::Statement(Box::new(r))
+        Event::Statement(r)
     }
 }
 impl From<ConnectRecord> for Event {

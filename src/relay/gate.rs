@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::notes::{Drafts, Notes, statement_text};
+use super::repeat::LastAllowed;
 use super::search_path::{Certainty, PathTracker};
 use super::shared::SessionShared;
 use crate::audit::{Protocol, StatementRecord};
@@ -58,6 +59,8 @@ pub struct Gate {
     portals: HashMap<String, String>,
     /// Audit drafts of the message being judged.
     notes: Notes,
+    /// The last statement allowed on its own, reused while its inputs hold.
+    last_allowed: Option<LastAllowed>,
 }
 
 /// A statement prepared with Parse: its inspection, the path generation it
@@ -86,6 +89,7 @@ impl Gate {
             statements: HashMap::new(),
             portals: HashMap::new(),
             notes: Notes::new(audit_base),
+            last_allowed: None,
         }
     }
 
@@ -345,6 +349,11 @@ impl Gate {
         });
         if !stateful {
             // The common case: judge against the current state, change nothing.
+            if let (Some(inspection), [stmt]) = (inspection, statements.as_slice())
+                && executed_statement(stmt).is_none()
+            {
+                return self.judge_alone(&policy, class, inspection, stmt, sql, protocol);
+            }
             for (i, stmt) in statements.iter().enumerate() {
                 let decision = self.judge(&policy, class, stmt, self.path.current());
                 if let Some(refused) = self.settle(
@@ -399,6 +408,45 @@ impl Gate {
             };
         }
         self.sql_prepared.extend(prepared);
+        Verdict::Forward
+    }
+
+    /// One stateless statement on its own (the usual message): judged, or
+    /// the same decision as last time when nothing it depends on changed
+    /// (see `repeat`).
+    fn judge_alone(
+        &mut self,
+        policy: &Arc<Policy>,
+        class: ClassId,
+        inspection: &Inspection,
+        stmt: &StatementInfo,
+        text: &str,
+        protocol: Protocol,
+    ) -> Verdict {
+        let generation = self.path.generation();
+        let text = text.get(stmt.location..).unwrap_or(text);
+        if let Some(draft) = self
+            .last_allowed
+            .as_ref()
+            .and_then(|last| last.reuse(inspection, policy, generation, protocol, text))
+        {
+            self.notes.push(draft);
+            return Verdict::Forward;
+        }
+        let decision = self.judge(policy, class, stmt, self.path.current());
+        if let Some(refused) = self.settle(protocol, text, stmt, &decision) {
+            return refused;
+        }
+        if decision.verdict == PolicyVerdict::Allow
+            && let Some(draft) = self.notes.last()
+        {
+            self.last_allowed = Some(LastAllowed::new(
+                inspection.clone(),
+                policy.clone(),
+                generation,
+                draft.clone(),
+            ));
+        }
         Verdict::Forward
     }
 

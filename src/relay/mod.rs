@@ -9,6 +9,7 @@ pub mod backend;
 pub mod frontend;
 pub mod gate;
 pub mod notes;
+pub mod repeat;
 pub mod search_path;
 pub mod shared;
 

@@ -74,6 +74,11 @@ impl Notes {
         }
     }
 
+    /// The draft pushed last.
+    pub fn last(&self) -> Option<&Draft> {
+        self.drafts.last()
+    }
+
     pub fn push(&mut self, draft: Draft) {
         self.drafts.push(draft);
     }
