@@ -64,7 +64,24 @@ fn encode(c: &mut Criterion) {
             black_box(&out);
         })
     });
-    // A text never seen before: pg_query::normalize runs.
+    // Texts differing only in an inlined integer (simple protocol): one
+    // normalization per shape, then cache hits.
+    let mut enc = Encoder::new(None, false);
+    let mut n = 0u32;
+    g.bench_function("statement/shape_hit", |b| {
+        b.iter(|| {
+            n = (n + 7919) % 1_000_000;
+            let mut record = sample();
+            record.statement_text =
+                format!("SELECT abalance FROM pgbench_accounts WHERE aid = {n}").into();
+            let event: Event = record.into();
+            out.clear();
+            enc.encode_into(now, black_box(&event), &mut out);
+            black_box(&out);
+        })
+    });
+    // A shape never seen before: pg_query::normalize runs on the text and
+    // on its probe (see `inspect::shape`).
     g.bench_function("statement/uncached", |b| {
         b.iter(|| {
             let mut enc = Encoder::new(None, false);
