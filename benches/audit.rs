@@ -80,8 +80,7 @@ fn encode(c: &mut Criterion) {
             black_box(&out);
         })
     });
-    // A shape never seen before: pg_query::normalize runs on the text and
-    // on its probe (see `inspect::shape`).
+    // A text (and shape) never seen before: pg_query::normalize runs.
     g.bench_function("statement/uncached", |b| {
         b.iter(|| {
             let mut enc = Encoder::new(None, false);

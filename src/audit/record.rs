@@ -385,6 +385,20 @@ pub fn fingerprint_of(normalized: &str) -> String {
 const NORMALIZE_CACHE: usize = 2048;
 const NORMALIZE_CACHE_MAX_TEXT: usize = 2048;
 
+/// What the encoder knows of a statement shape's normalization.
+#[derive(Debug)]
+enum ShapeNorm {
+    /// One text of the shape seen (cached by its exact text); the second one
+    /// proves or disproves the shape, so ever-new texts cost one
+    /// normalization each.
+    SeenOnce,
+    /// The same for every text of the shape: every integer literal became a
+    /// placeholder.
+    Invariant(Arc<Normalized>),
+    /// Some literal stays in the normalized text: cache by exact text only.
+    Varies,
+}
+
 /// Turns events into chained JSON lines. The writer task owns one; it is public
 /// so tools, tests and benchmarks can produce exactly what the writer writes.
 #[derive(Debug)]
@@ -393,9 +407,8 @@ pub struct Encoder {
     prev: String,
     full_text: bool,
     cache: HashMap<String, Arc<Normalized>>,
-    /// By [`Shape::key`]: `Some` when proven the same for every text of the
-    /// shape (every integer literal became a placeholder), `None` when not.
-    shapes: HashMap<String, Option<Arc<Normalized>>>,
+    /// By [`Shape::key`] (see [`ShapeNorm`]).
+    shapes: HashMap<String, ShapeNorm>,
 }
 
 impl Encoder {
@@ -484,31 +497,42 @@ impl Encoder {
 
     /// The normalization of `raw`, from the caches when possible. Texts that
     /// differ only in integer literals (one [`Shape`]) share one entry once
-    /// PostgreSQL's normalizer has been seen to replace every such literal (the
-    /// text and its probe normalize alike); statements with inlined literals
-    /// then cost a lookup instead of a parse.
+    /// PostgreSQL's normalizer has been seen to replace every such literal
+    /// (proven on the shape's second text: it and its probe normalize alike);
+    /// statements with inlined literals then cost a lookup instead of a parse.
     fn normalized(&mut self, raw: &str) -> Arc<Normalized> {
         if let Some(n) = self.cache.get(raw) {
             return n.clone();
         }
         let mut fresh = None;
         if let Some(shape) = Shape::of(raw).filter(|s| s.key.len() <= NORMALIZE_CACHE_MAX_TEXT) {
-            match self.shapes.get(shape.key.as_str()) {
-                Some(Some(n)) => return n.clone(),
-                Some(None) => {}
-                None => {
+            let entry = match self.shapes.get(shape.key.as_str()) {
+                Some(ShapeNorm::Invariant(n)) => return n.clone(),
+                Some(ShapeNorm::Varies) => None,
+                Some(ShapeNorm::SeenOnce) => {
                     let n = Arc::new(normalize(raw));
                     let invariant =
                         n.text.is_some() && normalize(&shape::probe(raw, &shape)).text == n.text;
-                    if self.shapes.len() >= NORMALIZE_CACHE {
-                        self.shapes.clear();
-                    }
-                    self.shapes
-                        .insert(shape.key.clone(), invariant.then(|| n.clone()));
-                    if invariant {
-                        return n;
-                    }
-                    fresh = Some(n);
+                    fresh = Some(n.clone());
+                    Some(if invariant {
+                        ShapeNorm::Invariant(n)
+                    } else {
+                        ShapeNorm::Varies
+                    })
+                }
+                None => Some(ShapeNorm::SeenOnce),
+            };
+            if let Some(entry) = entry {
+                if self.shapes.len() >= NORMALIZE_CACHE {
+                    self.shapes.clear();
+                }
+                let proven = match &entry {
+                    ShapeNorm::Invariant(n) => Some(n.clone()),
+                    _ => None,
+                };
+                self.shapes.insert(shape.key, entry);
+                if let Some(n) = proven {
+                    return n;
                 }
             }
         }

@@ -26,6 +26,11 @@ pub struct InspectCache {
 }
 
 enum ShapeEntry {
+    /// One text of the shape has been seen (and cached by its exact text).
+    /// Proving a shape costs a second parse, worth it only for a shape that
+    /// recurs: a workload of ever-new texts pays one parse each, as without
+    /// shapes.
+    SeenOnce,
     /// Proven the same for every text of the shape; statement locations are
     /// offsets in the key.
     Invariant(Inspection),
@@ -59,17 +64,28 @@ impl InspectCache {
         result
     }
 
-    /// The inspection of `sql` through its shape, proving the shape on first
-    /// sight; `None` when the shape's texts must be inspected one by one.
+    /// The inspection of `sql` through its shape, proving the shape on its
+    /// second sight; `None` when this text must be inspected on its own.
     fn by_shape(&self, sql: &str, shape: &Shape) -> Option<Inspection> {
-        if let Some(entry) = self.shapes.get(shape.key.as_str()) {
-            return match &*entry {
-                ShapeEntry::Invariant(keyed) => for_text(keyed, shape),
-                ShapeEntry::Varies => None,
-            };
+        // (The map's read guard ends with this statement: the inserts below
+        // need the shard's write lock.)
+        let seen_once = match self.shapes.get(shape.key.as_str()).as_deref() {
+            Some(ShapeEntry::Invariant(keyed)) => return for_text(keyed, shape),
+            Some(ShapeEntry::Varies) => return None,
+            Some(ShapeEntry::SeenOnce) => true,
+            None => false,
+        };
+        if !seen_once {
+            bounded_insert(
+                &self.shapes,
+                self.capacity,
+                &shape.key,
+                ShapeEntry::SeenOnce,
+            );
+            return None;
         }
-        // First sight: inspect the text and its probe (every literal changed);
-        // identical results prove the literals' values do not matter.
+        // Second sight: inspect the text and its probe (every literal
+        // changed); identical results prove the literals' values do not matter.
         let inspected = inspect(sql);
         let keyed = match &inspected {
             Ok(infos) if inspect(&shape::probe(sql, shape)).as_ref() == Ok(infos) => {
@@ -177,11 +193,16 @@ mod tests {
         let cache = InspectCache::new(10);
         let a = cache.get("SELECT abalance FROM pgbench_accounts WHERE aid = 48213;");
         let b = cache.get("SELECT abalance FROM pgbench_accounts WHERE aid = 7;");
-        assert!(Arc::ptr_eq(&a, &b), "one shape, one parse");
+        let c = cache.get("SELECT abalance FROM pgbench_accounts WHERE aid = 123456;");
+        assert_eq!(a, b);
+        assert!(
+            Arc::ptr_eq(&b, &c),
+            "proven at the second text, shared from then on"
+        );
         assert_eq!(
             cache.exact.len(),
-            0,
-            "shape hits do not fill the exact cache"
+            1,
+            "only the first text is cached by itself"
         );
     }
 
@@ -189,6 +210,7 @@ mod tests {
     fn a_shape_hit_is_relocated_to_the_text() {
         let cache = InspectCache::new(10);
         let first = cache.get("SELECT 1; DELETE FROM ops.job_queue WHERE id = 2");
+        let _ = cache.get("SELECT 3; DELETE FROM ops.job_queue WHERE id = 4");
         let text = "SELECT 123456; DELETE FROM ops.job_queue WHERE id = 99";
         let hit = cache.get(text);
         assert_eq!(*hit, inspect(text));

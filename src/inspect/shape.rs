@@ -9,9 +9,11 @@
 //!
 //! The shape is only a *key*; it decides nothing. Whether the texts of a shape
 //! really share one result is proven with PostgreSQL's own parser when the
-//! shape is first seen: the text and a [`probe`] (the same text with every
-//! such literal changed, digit by digit) are both processed, and the shape is
-//! cached only when the results are identical (see `InspectCache`). What the
+//! shape recurs (its second text; the first is cached by its exact text, so
+//! ever-new texts cost one parse each): that text and a [`probe`] (the same
+//! text with every such literal changed, digit by digit) are both processed,
+//! and the shape is cached only when the results are identical (see
+//! `InspectCache`). What the
 //! lexer below recognises is therefore deliberately narrow; anything it is
 //! unsure about makes the text shapeless, and a shapeless text is simply
 //! cached by its exact bytes as before:
