@@ -103,6 +103,7 @@ COMMAND_LINE+=" bash scripts/bench.sh"
 WORK=''
 PG_DIR=''
 BENCH_PID=''
+HOLD_PID=''
 PGWARD_PIDFILE=''
 UNAUDITED_PIDFILE=''
 PGB_DIRS=()
@@ -111,6 +112,7 @@ cleanup() {
     local rc=$?
     trap - EXIT INT TERM HUP
     set +e
+    [ -z "$HOLD_PID" ] || kill "$HOLD_PID" 2>/dev/null
     if [ -n "$BENCH_PID" ] && kill -0 "$BENCH_PID" 2>/dev/null; then
         kill -TERM "$BENCH_PID" 2>/dev/null
         wait "$BENCH_PID" 2>/dev/null
@@ -525,7 +527,8 @@ if [ "$BENCH_HOLD" = 1 ]; then
     # `wait` (not a foreground sleep) so that a signal runs the cleanup at once.
     while :; do
         sleep 3600 &
-        wait $! || true
+        HOLD_PID=$!
+        wait "$HOLD_PID" || true
     done
 fi
 
