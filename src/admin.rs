@@ -22,8 +22,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::AuditDecision;
 use crate::context::ProxyContext;
-use crate::metrics::DECISIONS;
 use crate::metrics::{LATENCY_BUCKETS_US, Metrics};
 
 /// Largest request head (request line and headers) read; a bigger one gets 431.
@@ -415,10 +415,10 @@ pub fn render(m: &Metrics, audit_queued: u64, audit_written: u64, audit_dropped:
         .iter()
         .flat_map(|e| {
             let class = e.key().clone();
-            DECISIONS
+            AuditDecision::ALL
                 .iter()
                 .zip(e.value().iter())
-                .map(move |(d, n)| (class.clone(), *d, load(n)))
+                .map(move |(d, n)| (class.clone(), d.as_str(), load(n)))
                 .filter(|(_, _, n)| *n > 0)
                 .collect::<Vec<_>>()
         })
@@ -597,9 +597,9 @@ mod tests {
     #[test]
     fn histogram_is_cumulative_and_counts_overflow() {
         let m = Metrics::default();
-        m.statement("worker", "allow", None, 50);
-        m.statement("worker", "deny", Some("r\"1"), 300);
-        m.statement("worker", "allow", None, 20_000_000);
+        m.statement("worker", AuditDecision::Allow, None, 50);
+        m.statement("worker", AuditDecision::Deny, Some("r\"1"), 300);
+        m.statement("worker", AuditDecision::Allow, None, 20_000_000);
         let text = render(&m, 0, 0, 0);
         assert!(text.contains("pgward_statement_duration_seconds_bucket{le=\"0.0001\"} 1\n"));
         assert!(text.contains("pgward_statement_duration_seconds_bucket{le=\"0.0005\"} 2\n"));

@@ -6,13 +6,12 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use dashmap::DashMap;
 
+use crate::audit::AuditDecision;
+
 /// Upper bounds (microseconds) of the statement latency histogram buckets.
 pub const LATENCY_BUCKETS_US: [u64; 12] = [
     100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000, 500_000, 1_000_000, 10_000_000,
 ];
-
-/// The decisions statements are counted by, in [`Metrics::statements`]' order.
-pub const DECISIONS: [&str; 3] = ["allow", "deny", "monitor"];
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -25,7 +24,7 @@ pub struct Metrics {
     /// `class_limit`, `startup_timeout`, `tls_handshake`, `startup`, ...).
     pub connections_refused: DashMap<&'static str, AtomicU64>,
     pub tls_handshake_failures: AtomicU64,
-    /// Statements by class, then by decision (see [`DECISIONS`]).
+    /// Statements by class, then by decision (indexed by `AuditDecision as usize`).
     pub statements: DashMap<String, [AtomicU64; 3]>,
     /// Refusals by rule id.
     pub denials_by_rule: DashMap<String, AtomicU64>,
@@ -50,11 +49,11 @@ impl Metrics {
     pub fn statement(
         &self,
         class: &str,
-        decision: &'static str,
+        decision: AuditDecision,
         rule: Option<&str>,
         latency_us: u64,
     ) {
-        let index = DECISIONS.iter().position(|d| *d == decision).unwrap_or(0);
+        let index = decision as usize;
         // Looked up by &str: counting a statement allocates nothing once its
         // class has been seen.
         match self.statements.get(class) {
@@ -66,7 +65,7 @@ impl Metrics {
                     .fetch_add(1, Ordering::Relaxed);
             }
         }
-        if decision == "deny"
+        if decision == AuditDecision::Deny
             && let Some(rule) = rule
         {
             bump(&self.denials_by_rule, rule.to_string());

@@ -87,6 +87,24 @@ pub enum AuditDecision {
     Monitor,
 }
 
+impl AuditDecision {
+    /// Every decision, in declaration order (`decision as usize` indexes it).
+    pub const ALL: [AuditDecision; 3] = [
+        AuditDecision::Allow,
+        AuditDecision::Deny,
+        AuditDecision::Monitor,
+    ];
+
+    /// The name recorded in the stream and used as a metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditDecision::Allow => "allow",
+            AuditDecision::Deny => "deny",
+            AuditDecision::Monitor => "monitor",
+        }
+    }
+}
+
 impl From<Verdict> for AuditDecision {
     fn from(v: Verdict) -> Self {
         match v {

@@ -8,7 +8,6 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::notes::{Draft, Drafts};
 use super::shared::{Handling, Reach, SessionShared};
-use crate::audit::AuditDecision;
 use crate::context::ProxyContext;
 use crate::protocol::TxnStatus;
 use crate::protocol::backend_tag;
@@ -116,14 +115,9 @@ fn is_fatal(fields: &[u8]) -> bool {
 pub async fn record(shared: &SessionShared, ctx: &ProxyContext, draft: Draft) {
     let record = draft.finish();
     shared.count(record.decision);
-    let decision = match record.decision {
-        AuditDecision::Allow => "allow",
-        AuditDecision::Deny => "deny",
-        AuditDecision::Monitor => "monitor",
-    };
     ctx.metrics.statement(
         &record.identity_class,
-        decision,
+        record.decision,
         record.rule.as_deref(),
         record.duration_us,
     );
