@@ -12,7 +12,7 @@ use smallvec::SmallVec;
 use super::chain::{ChainTip, GENESIS, sha256_hex, sha256_hex_into};
 use super::time::write_rfc3339_micros;
 use crate::inspect::Action;
-use crate::inspect::shape::{self, Shape};
+use crate::inspect::shape::{self, Shape, ShapeState};
 use crate::policy::{Decision, ResolvedAccess, Verdict};
 
 /// One thing worth recording. Built by the session (cheap: owned data, no
@@ -388,6 +388,15 @@ fn normalize(raw: &str) -> Normalized {
     }
 }
 
+/// Inserts into a cache of at most [`NORMALIZE_CACHE`] entries (emptied
+/// when full, like the inspection cache).
+fn bounded_insert<V>(map: &mut HashMap<String, V>, key: String, value: V) {
+    if map.len() >= NORMALIZE_CACHE {
+        map.clear();
+    }
+    map.insert(key, value);
+}
+
 /// The fingerprint of a normalized statement text: the first 16 hex digits
 /// (64 bits) of its SHA-256. Reproduce with
 /// `printf %s "$text" | sha256sum | cut -c1-16`.
@@ -403,20 +412,6 @@ pub fn fingerprint_of(normalized: &str) -> String {
 const NORMALIZE_CACHE: usize = 2048;
 const NORMALIZE_CACHE_MAX_TEXT: usize = 2048;
 
-/// What the encoder knows of a statement shape's normalization.
-#[derive(Debug)]
-enum ShapeNorm {
-    /// One text of the shape seen (cached by its exact text); the second one
-    /// proves or disproves the shape, so ever-new texts cost one
-    /// normalization each.
-    SeenOnce,
-    /// The same for every text of the shape: every integer literal became a
-    /// placeholder.
-    Invariant(Arc<Normalized>),
-    /// Some literal stays in the normalized text: cache by exact text only.
-    Varies,
-}
-
 /// Turns events into chained JSON lines. The writer task owns one; it is public
 /// so tools, tests and benchmarks can produce exactly what the writer writes.
 #[derive(Debug)]
@@ -425,8 +420,9 @@ pub struct Encoder {
     prev: String,
     full_text: bool,
     cache: HashMap<String, Arc<Normalized>>,
-    /// By [`Shape::key`] (see [`ShapeNorm`]).
-    shapes: HashMap<String, ShapeNorm>,
+    /// By [`Shape::key`]: invariant when every integer literal became a
+    /// placeholder.
+    shapes: HashMap<String, ShapeState<Arc<Normalized>>>,
 }
 
 impl Encoder {
@@ -522,46 +518,41 @@ impl Encoder {
         if let Some(n) = self.cache.get(raw) {
             return n.clone();
         }
-        let mut fresh = None;
-        if let Some(shape) = Shape::of(raw).filter(|s| s.key.len() <= NORMALIZE_CACHE_MAX_TEXT) {
-            let entry = match self.shapes.get(shape.key.as_str()) {
-                Some(ShapeNorm::Invariant(n)) => return n.clone(),
-                Some(ShapeNorm::Varies) => None,
-                Some(ShapeNorm::SeenOnce) => {
-                    let n = Arc::new(normalize(raw));
-                    let invariant =
-                        n.text.is_some() && normalize(&shape::probe(raw, &shape)).text == n.text;
-                    fresh = Some(n.clone());
-                    Some(if invariant {
-                        ShapeNorm::Invariant(n)
-                    } else {
-                        ShapeNorm::Varies
-                    })
-                }
-                None => Some(ShapeNorm::SeenOnce),
-            };
-            if let Some(entry) = entry {
-                if self.shapes.len() >= NORMALIZE_CACHE {
-                    self.shapes.clear();
-                }
-                let proven = match &entry {
-                    ShapeNorm::Invariant(n) => Some(n.clone()),
-                    _ => None,
-                };
-                self.shapes.insert(shape.key, entry);
-                if let Some(n) = proven {
-                    return n;
-                }
-            }
+        if let Some(shape) = Shape::of(raw).filter(|s| s.key.len() <= NORMALIZE_CACHE_MAX_TEXT)
+            && let Some(n) = self.by_shape(raw, shape)
+        {
+            return n;
         }
-        let n = fresh.unwrap_or_else(|| Arc::new(normalize(raw)));
+        let n = Arc::new(normalize(raw));
         if raw.len() <= NORMALIZE_CACHE_MAX_TEXT {
-            if self.cache.len() >= NORMALIZE_CACHE {
-                self.cache.clear();
-            }
-            self.cache.insert(raw.to_string(), n.clone());
+            bounded_insert(&mut self.cache, raw.to_string(), n.clone());
         }
         n
+    }
+
+    /// `raw`'s normalization through its shape, proving the shape on its
+    /// second text; `None` when `raw` must be normalized on its own (a shape
+    /// that varies pays that once more on the text that disproved it).
+    fn by_shape(&mut self, raw: &str, shape: Shape) -> Option<Arc<Normalized>> {
+        let next = match self.shapes.get(shape.key.as_str()) {
+            Some(ShapeState::Invariant(n)) => return Some(n.clone()),
+            Some(ShapeState::Varies) => return None,
+            Some(ShapeState::SeenOnce) => {
+                let n = Arc::new(normalize(raw));
+                if n.text.is_some() && normalize(&shape::probe(raw, &shape)).text == n.text {
+                    ShapeState::Invariant(n)
+                } else {
+                    ShapeState::Varies
+                }
+            }
+            None => ShapeState::SeenOnce,
+        };
+        let found = match &next {
+            ShapeState::Invariant(n) => Some(n.clone()),
+            _ => None,
+        };
+        bounded_insert(&mut self.shapes, shape.key, next);
+        found
     }
 
     /// The record envelope: `{"seq":N,"ts":"...","prev":"...","type":"...",`

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 
-use super::shape::{self, Shape};
+use super::shape::{self, Shape, ShapeState};
 use super::{InspectError, StatementInfo, inspect};
 
 /// Result of inspecting one text, shared by every session that sends it.
@@ -25,19 +25,8 @@ pub struct InspectCache {
     capacity: usize,
 }
 
-enum ShapeEntry {
-    /// One text of the shape has been seen (and cached by its exact text).
-    /// Proving a shape costs a second parse, worth it only for a shape that
-    /// recurs: a workload of ever-new texts pays one parse each, as without
-    /// shapes.
-    SeenOnce,
-    /// Proven the same for every text of the shape; statement locations are
-    /// offsets in the key.
-    Invariant(Inspection),
-    /// The inspection depends on the literals' values (`SET search_path = 1`)
-    /// or the text did not parse: such texts are cached by exact text only.
-    Varies,
-}
+/// Invariant inspections keep statement locations as offsets in the key.
+type ShapeEntry = ShapeState<Inspection>;
 
 impl InspectCache {
     pub fn new(capacity: usize) -> Self {
@@ -70,9 +59,9 @@ impl InspectCache {
         // (The map's read guard ends with this statement: the inserts below
         // need the shard's write lock.)
         let seen_once = match self.shapes.get(shape.key.as_str()).as_deref() {
-            Some(ShapeEntry::Invariant(keyed)) => return for_text(keyed, shape),
-            Some(ShapeEntry::Varies) => return None,
-            Some(ShapeEntry::SeenOnce) => true,
+            Some(ShapeState::Invariant(keyed)) => return for_text(keyed, shape),
+            Some(ShapeState::Varies) => return None,
+            Some(ShapeState::SeenOnce) => true,
             None => false,
         };
         if !seen_once {
@@ -80,7 +69,7 @@ impl InspectCache {
                 &self.shapes,
                 self.capacity,
                 &shape.key,
-                ShapeEntry::SeenOnce,
+                ShapeState::SeenOnce,
             );
             return None;
         }
@@ -100,12 +89,12 @@ impl InspectCache {
                     &self.shapes,
                     self.capacity,
                     &shape.key,
-                    ShapeEntry::Invariant(keyed),
+                    ShapeState::Invariant(keyed),
                 );
                 found
             }
             None => {
-                bounded_insert(&self.shapes, self.capacity, &shape.key, ShapeEntry::Varies);
+                bounded_insert(&self.shapes, self.capacity, &shape.key, ShapeState::Varies);
                 let result = Arc::new(inspected);
                 bounded_insert(&self.exact, self.capacity, sql, result.clone());
                 Some(result)

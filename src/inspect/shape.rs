@@ -29,6 +29,23 @@
 
 use std::ops::Range;
 
+/// What a cache knows of one shape (the same life cycle for the inspection
+/// cache and the audit writer's normalization cache).
+#[derive(Debug)]
+pub enum ShapeState<T> {
+    /// One text of the shape has been seen (and cached by its exact text).
+    /// Proving a shape costs a second parse, worth it only for a shape that
+    /// recurs: a workload of ever-new texts pays one parse each, as without
+    /// shapes.
+    SeenOnce,
+    /// Proven the same for every text of the shape (the shape's second text
+    /// and its [`probe`] gave identical results).
+    Invariant(T),
+    /// The result depends on the literals' values (`SET search_path = 1`) or
+    /// the text did not parse: such texts are cached by exact text only.
+    Varies,
+}
+
 /// Marks where an integer literal was in [`Shape::key`].
 pub const MARKER: char = '\0';
 

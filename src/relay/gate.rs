@@ -352,7 +352,8 @@ impl Gate {
             if let (Some(inspection), [stmt]) = (inspection, statements.as_slice())
                 && executed_statement(stmt).is_none()
             {
-                return self.judge_alone(&policy, class, inspection, stmt, sql, protocol);
+                let text = statement_text(sql, statements, 0);
+                return self.judge_alone(&policy, class, inspection, stmt, text, protocol);
             }
             for (i, stmt) in statements.iter().enumerate() {
                 let decision = self.judge(&policy, class, stmt, self.path.current());
@@ -424,7 +425,6 @@ impl Gate {
         protocol: Protocol,
     ) -> Verdict {
         let generation = self.path.generation();
-        let text = text.get(stmt.location..).unwrap_or(text);
         if let Some(draft) = self
             .last_allowed
             .as_ref()
