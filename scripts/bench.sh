@@ -258,10 +258,11 @@ workload_args() {
 }
 # workload_pgoptions WORKLOAD TARGET
 workload_pgoptions() {
-    case "$1:${2:-}" in
-    worker-read-options:* | worker-read:pgward | worker-read:pgward-unaudited) echo "-c app.current_tenant=acme" ;;
-    *) echo '' ;;
-    esac
+    if [ "$1" = worker-read-options ] || { [ "$1" = worker-read ] && is_pgward "${2:-}"; }; then
+        echo "-c app.current_tenant=acme"
+    else
+        echo ''
+    fi
 }
 
 # Why a target cannot run a workload (empty: it can).
