@@ -18,7 +18,8 @@
 #      pgbouncer-transaction, pgward, direct, ...) for each workload at each
 #      client count;
 #   7./8. per run TPS, latency average, p50/p99 (from pgbench's per-transaction
-#      log), and the proxy's CPU time; prints a Markdown report (medians over
+#      log), and the proxy's CPU time (user / system / audit writer thread)
+#      and context switches per transaction; prints a Markdown report (medians over
 #      rounds) and writes it to target/bench/latest.md (raw runs: latest.tsv).
 #
 # Environment (defaults in brackets):
@@ -169,16 +170,31 @@ free_port() {
     die "no free port found"
 }
 
-# CPU time (utime + stime, in clock ticks, all threads) of PID; 0 if gone.
-cpu_ticks() {
-    local stat
-    stat=$(cat "/proc/$1/stat" 2>/dev/null) || {
-        echo 0
+# proxy_sample PID -> "UTIME STIME WRITER SWITCHES": the process's user and
+# system CPU (clock ticks, all threads), the CPU of its audit writer thread
+# (`pgward-audit`; 0 for other proxies) and its context switches (voluntary +
+# involuntary, summed over the threads: /proc/PID/status counts only the
+# main thread). "0 0 0 0" if the process is gone.
+proxy_sample() {
+    local pid=$1 stat
+    stat=$(cat "/proc/$pid/stat" 2>/dev/null) || {
+        echo 0 0 0 0
         return 0
     }
     stat=${stat##*) }
     # After "(comm) ": field 3 (state) is $1, so utime (14) is $12, stime (15) $13.
-    awk '{ print $12 + $13 }' <<<"$stat"
+    read -r utime stime < <(awk '{ print $12, $13 }' <<<"$stat")
+    local task writer=0 switches=0 t comm
+    for task in /proc/"$pid"/task/*; do
+        comm=$(cat "$task/comm" 2>/dev/null) || continue
+        if [ "$comm" = pgward-audit ] && t=$(cat "$task/stat" 2>/dev/null); then
+            t=${t##*) }
+            writer=$((writer + $(awk '{ print $12 + $13 }' <<<"$t")))
+        fi
+        t=$(awk '/^(non)?voluntary_ctxt_switches:/ { n += $2 } END { print n + 0 }' "$task/status" 2>/dev/null) || t=0
+        switches=$((switches + t))
+    done
+    echo "$utime $stime $writer $switches"
 }
 
 # A client environment with no stray libpq settings from the caller; plain
@@ -537,7 +553,7 @@ fi
 # 6. The runs
 # ---------------------------------------------------------------------------
 RESULTS=$WORK/results.tsv
-printf 'workload\tclients\ttarget\tround\tstatus\ttps\tlat_avg_ms\tp50_ms\tp99_ms\ttransactions\tproxy_cpu_s\tproxy_cpu_s_per_10k\n' >"$RESULTS"
+printf 'workload\tclients\ttarget\tround\tstatus\ttps\tlat_avg_ms\tp50_ms\tp99_ms\ttransactions\tproxy_cpu_s\tproxy_cpu_s_per_10k\tproxy_user_s_per_10k\tproxy_sys_s_per_10k\twriter_s_per_10k\tswitches_per_tx\n' >"$RESULTS"
 FAILURES=$WORK/failures.md
 : >"$FAILURES"
 
@@ -570,19 +586,19 @@ for w in $WORKLOADS; do
             for t in $TARGETS; do
                 reason=$(skip_reason "$w" "$t")
                 if [ -n "$reason" ]; then
-                    printf '%s\t%s\t%s\t%s\tskip\tNA\tNA\tNA\tNA\t0\tNA\tNA\n' "$w" "$c" "$t" "$r" >>"$RESULTS"
+                    printf '%s\t%s\t%s\t%s\tskip\tNA\tNA\tNA\tNA\t0\tNA\tNA\tNA\tNA\tNA\tNA\n' "$w" "$c" "$t" "$r" >>"$RESULTS"
                     continue
                 fi
                 run_no=$((run_no + 1))
                 tag="$w-c$c-$t-r$r"
                 prefix=$WORK/logs/$tag
                 pid=$(target_pid "$t")
-                before=0
-                [ -z "$pid" ] || before=$(cpu_ticks "$pid")
+                before='0 0 0 0'
+                [ -z "$pid" ] || before=$(proxy_sample "$pid")
                 status=ok
                 run_pgbench "$tag" "$w" "$t" "$c" "$DURATION" "$prefix" || status=fail
-                after=0
-                [ -z "$pid" ] || after=$(cpu_ticks "$pid")
+                after='0 0 0 0'
+                [ -z "$pid" ] || after=$(proxy_sample "$pid")
                 out=$WORK/out/$tag.txt
                 tps=$(awk '/^tps = .*without initial connection time/ { print $3 }' "$out")
                 lat=$(awk '/^latency average = / { print $4 }' "$out")
@@ -594,23 +610,29 @@ for w in $WORKLOADS; do
                         grep -v '^progress' "$out" | tail -n 6 | sed 's/^/      /'
                         printf '\n'
                     } >>"$FAILURES"
-                    printf '%s\t%s\t%s\t%s\tfail\tNA\tNA\tNA\tNA\t0\tNA\tNA\n' "$w" "$c" "$t" "$r" >>"$RESULTS"
+                    printf '%s\t%s\t%s\t%s\tfail\tNA\tNA\tNA\tNA\t0\tNA\tNA\tNA\tNA\tNA\tNA\n' "$w" "$c" "$t" "$r" >>"$RESULTS"
                     warn "[$run_no/$n_runs] $tag: FAILED ($(grep -v '^progress' "$out" | tail -n 1))"
                     rm -f "$prefix".*
                     continue
                 fi
                 read -r p50 p99 logged < <(log_percentiles "$prefix")
                 rm -f "$prefix".*
-                cpu=NA
-                cpu10k=NA
+                # The proxy's CPU during the run: total seconds, then per 10k
+                # transactions in all, user, system and the audit writer's
+                # share, and context switches per transaction.
+                proxy=$'NA\tNA\tNA\tNA\tNA\tNA'
                 if [ -n "$pid" ]; then
-                    cpu=$(awk -v a="$after" -v b="$before" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", (a - b) / hz }')
-                    cpu10k=$(awk -v a="$after" -v b="$before" -v hz="$CLK_TCK" -v n="$ntx" \
-                        'BEGIN { if (n > 0) printf "%.3f", (a - b) / hz / n * 10000; else print "NA" }')
+                    proxy=$(awk -v before="$before" -v after="$after" -v hz="$CLK_TCK" -v n="$ntx" 'BEGIN {
+                        split(before, b, " "); split(after, a, " ")
+                        cpu = (a[1] + a[2] - b[1] - b[2]) / hz
+                        if (n <= 0) { printf "%.2f\tNA\tNA\tNA\tNA\tNA", cpu; exit }
+                        k = 10000 / n / hz
+                        printf "%.2f\t%.3f\t%.3f\t%.3f\t%.3f\t%.2f", cpu, (a[1] + a[2] - b[1] - b[2]) * k,
+                            (a[1] - b[1]) * k, (a[2] - b[2]) * k, (a[3] - b[3]) * k, (a[4] - b[4]) / n }')
                 fi
-                printf '%s\t%s\t%s\t%s\tok\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$w" "$c" "$t" "$r" \
-                    "$tps" "$lat" "$p50" "$p99" "$ntx" "$cpu" "$cpu10k" >>"$RESULTS"
-                log "[$run_no/$n_runs] $tag: tps=$tps avg=${lat}ms p50=${p50}ms p99=${p99}ms logged=$logged${pid:+ proxy_cpu=${cpu}s}"
+                printf '%s\t%s\t%s\t%s\tok\t%s\t%s\t%s\t%s\t%s\t%s\n' "$w" "$c" "$t" "$r" \
+                    "$tps" "$lat" "$p50" "$p99" "$ntx" "$proxy" >>"$RESULTS"
+                log "[$run_no/$n_runs] $tag: tps=$tps avg=${lat}ms p50=${p50}ms p99=${p99}ms logged=$logged${pid:+ proxy_cpu=${proxy%%$'\t'*}s}"
             done
         done
     done
@@ -636,6 +658,9 @@ ratio() { # A B -> A/B as 0.00x, or n/a
 }
 added() { # P50 BASE -> +ms, or n/a
     if [ "$1" = NA ] || [ "$2" = NA ]; then echo n/a; else awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.3f", a - b }'; fi
+}
+us_per_tx() { # SECONDS_PER_10K -> microseconds per transaction, or n/a
+    if [ "$1" = NA ]; then echo n/a; else awk -v x="$1" 'BEGIN { printf "%.1f", x * 100 }'; fi
 }
 cell_reason() { # WORKLOAD TARGET -> n/a text for a target with no result
     local reason
@@ -723,6 +748,24 @@ REPORT=$WORK/report.md
             done
         done
     fi
+    echo
+    echo "## Where the proxy's CPU goes"
+    echo
+    echo "Per transaction, medians: the proxy process's CPU (utime + stime of all its threads, /proc/PID/stat), split into user and system (kernel) time, the part spent on pgward's audit writer thread, and context switches (voluntary + involuntary, all threads). On shared cores every µs here is taken from pgbench and PostgreSQL."
+    echo
+    echo "| workload | clients | target | CPU µs/tx | user µs/tx | system µs/tx | audit writer µs/tx | context switches/tx |"
+    echo "|---|---:|---|---:|---:|---:|---:|---:|"
+    for w in $WORKLOADS; do
+        for c in $CLIENTS; do
+            for t in $TARGETS; do
+                [ "$t" != direct ] || continue
+                [ "$(ok_rounds "$w" "$c" "$t")" -gt 0 ] || continue
+                writer=-
+                ! is_pgward "$t" || writer=$(us_per_tx "$(med "$w" "$c" "$t" writer_s_per_10k)")
+                echo "| $w | $c | $t | $(us_per_tx "$(med "$w" "$c" "$t" proxy_cpu_s_per_10k)") | $(us_per_tx "$(med "$w" "$c" "$t" proxy_user_s_per_10k)") | $(us_per_tx "$(med "$w" "$c" "$t" proxy_sys_s_per_10k)") | $writer | $(fmt "$(med "$w" "$c" "$t" switches_per_tx)" 2) |"
+            done
+        done
+    done
     skipped=$(for w in $WORKLOADS; do for t in $TARGETS; do
         r=$(skip_reason "$w" "$t")
         [ -z "$r" ] || echo "- $w via $t: $r"
