@@ -734,6 +734,25 @@ REPORT=$WORK/report.md
             echo "| $w | $c | $(ratio "$tps_w" "$tps_d") | $(ratio "$tps_w" "$tps_s") | $(ratio "$tps_w" "$tps_x") | $(added "$p50_w" "$p50_d") | $(added "$p50_s" "$p50_d") | $(added "$p50_x" "$p50_d") | $(fmt "$(med "$w" "$c" pgward proxy_cpu_s_per_10k)" 3) | $(fmt "$(med "$w" "$c" pgbouncer-session proxy_cpu_s_per_10k)" 3) | $(fmt "$(med "$w" "$c" pgbouncer-transaction proxy_cpu_s_per_10k)" 3) |"
         done
     done
+    echo
+    echo "Latency and proxy CPU as ratios: pgward's median over the other target's (lower is better; CPU only between proxies)."
+    echo
+    echo "| workload | clients | p50 / direct | p50 / pgbouncer-session | p50 / pgbouncer-transaction | p99 / direct | p99 / pgbouncer-session | p99 / pgbouncer-transaction | CPU / pgbouncer-session | CPU / pgbouncer-transaction |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    for w in $WORKLOADS; do
+        for c in $CLIENTS; do
+            row="| $w | $c"
+            for col in p50_ms p99_ms; do
+                for t in direct pgbouncer-session pgbouncer-transaction; do
+                    row+=" | $(ratio "$(med "$w" "$c" pgward "$col")" "$(med "$w" "$c" "$t" "$col")")"
+                done
+            done
+            for t in pgbouncer-session pgbouncer-transaction; do
+                row+=" | $(ratio "$(med "$w" "$c" pgward proxy_cpu_s_per_10k)" "$(med "$w" "$c" "$t" proxy_cpu_s_per_10k)")"
+            done
+            echo "$row |"
+        done
+    done
     if [ "$UNAUDITED" = 1 ]; then
         echo
         echo "## Audit on vs off"
