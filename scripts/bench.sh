@@ -38,8 +38,7 @@
 #                         the benchmark-only feature `unaudited-benchmark` and run
 #                         with --unaudited-benchmark (audit events discarded): the
 #                         report's "audit on vs off" table compares the two
-#   PGWARD_UNAUDITED_BIN [target/bench/unaudited/pgward] (named pgward: the scripts
-#                         identify processes by name)
+#   PGWARD_UNAUDITED_BIN [target/bench/unaudited/pgward]
 #   BENCH_KEEP    [0]     1: keep the temp dir (logs) instead of deleting it
 #   BENCH_HOLD    [0]     1: set everything up, print how to reach each target,
 #                         then wait (no runs) until Ctrl-C: for profiling by hand
@@ -109,6 +108,14 @@ PGWARD_PIDFILE=''
 UNAUDITED_PIDFILE=''
 PGB_DIRS=()
 
+# The name the kernel gives a process started from BIN (its file name, cut to
+# 15 bytes): pid_alive and stop_pidfile check it before trusting a pid file.
+comm_of() {
+    local b
+    b=$(basename "$1")
+    printf '%s' "${b:0:15}"
+}
+
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM HUP
@@ -118,8 +125,8 @@ cleanup() {
         kill -TERM "$BENCH_PID" 2>/dev/null
         wait "$BENCH_PID" 2>/dev/null
     fi
-    [ -z "$PGWARD_PIDFILE" ] || stop_pidfile "$PGWARD_PIDFILE" pgward 10
-    [ -z "$UNAUDITED_PIDFILE" ] || stop_pidfile "$UNAUDITED_PIDFILE" pgward 10
+    [ -z "$PGWARD_PIDFILE" ] || stop_pidfile "$PGWARD_PIDFILE" "$(comm_of "$PGWARD_BIN")" 10
+    [ -z "$UNAUDITED_PIDFILE" ] || stop_pidfile "$UNAUDITED_PIDFILE" "$(comm_of "$PGWARD_UNAUDITED_BIN")" 10
     local d
     for d in "${PGB_DIRS[@]}"; do
         stop_pidfile "$d/pgbouncer.pid" pgbouncer 10
@@ -467,8 +474,9 @@ fi
 # start_pgward NAME BIN PIDFILE PORT_VAR ARGS...: on a port of its own
 # (PORT_VAR is set to it), a few attempts.
 start_pgward() {
-    local name=$1 bin=$2 pidfile=$3 attempt port
+    local name=$1 bin=$2 pidfile=$3 attempt port comm
     local port_var=$4
+    comm=$(comm_of "$bin")
     shift 4
     for attempt in 1 2 3; do
         free_port port
@@ -476,12 +484,12 @@ start_pgward() {
         RUST_LOG=warn "$bin" serve --config "$PGWARD_POLICY" --listen "127.0.0.1:$port" \
             --upstream "127.0.0.1:$PG_PORT" "$@" </dev/null >"$WORK/$name.log" 2>&1 &
         echo $! >"$pidfile"
-        if wait_for_port 127.0.0.1 "$port" 15 && pid_alive "$(cat "$pidfile")" pgward; then
+        if wait_for_port 127.0.0.1 "$port" 15 && pid_alive "$(cat "$pidfile")" "$comm"; then
             printf -v "$port_var" '%s' "$port"
             return 0
         fi
         tail -n 10 "$WORK/$name.log" >&2 || true
-        stop_pidfile "$pidfile" pgward 5
+        stop_pidfile "$pidfile" "$comm" 5
         warn "$name did not start on $port (attempt $attempt)"
     done
     die "$name did not start"
