@@ -183,7 +183,7 @@ free_port() {
 # involuntary, summed over the threads: /proc/PID/status counts only the
 # main thread). "0 0 0 0" if the process is gone.
 proxy_sample() {
-    local pid=$1 stat
+    local pid=$1 stat utime stime
     stat=$(cat "/proc/$pid/stat" 2>/dev/null) || {
         echo 0 0 0 0
         return 0
