@@ -10,6 +10,9 @@ use super::model::Action;
 use super::names;
 use super::walk::Collector;
 
+/// PostgreSQL's `AccessShareLock` (lockdefs.h): LockStmt.mode is that number.
+const ACCESS_SHARE_LOCK: i32 = 1;
+
 /// Handles `n` if it is a data-modifying node; `true` when handled.
 pub(super) fn visit(c: &mut Collector, n: NodeRef<'_>) -> bool {
     match n {
@@ -45,6 +48,20 @@ pub(super) fn visit(c: &mut Collector, n: NodeRef<'_>) -> bool {
             c.rel(Action::Write, s.relation.as_ref());
             if s.kind == ReindexObjectType::ReindexObjectSchema as i32 && !s.name.is_empty() {
                 c.access(Action::Write, names::whole_schema(&s.name));
+            }
+        }
+        // PostgreSQL lets a role with only SELECT take ACCESS SHARE; every
+        // stronger mode needs INSERT, UPDATE, DELETE or TRUNCATE on the table
+        // (LockTableAclCheck), and ACCESS EXCLUSIVE on a protected table would
+        // stall every approved function that touches it: a write, as the
+        // server itself counts it.
+        NodeRef::LockStmt(s) if s.mode > ACCESS_SHARE_LOCK => {
+            for r in &s.relations {
+                if let Some(NodeEnum::RangeVar(rv)) = r.node.as_ref() {
+                    c.rel(Action::Write, Some(rv));
+                } else {
+                    c.unknown("LOCK of an unreadable relation");
+                }
             }
         }
         // SELECT INTO / CREATE TABLE AS / CREATE MATERIALIZED VIEW create the

@@ -452,6 +452,13 @@ const ACCESS_CASES: &[(&str, &str, &[&str])] = &[
     (
         "LOCK TABLE ops.t IN ACCESS EXCLUSIVE MODE",
         "LOCK",
+        &["W ops.t"],
+    ),
+    ("LOCK ops.t, ops.u", "LOCK", &["W ops.t", "W ops.u"]),
+    ("LOCK ONLY ops.t IN ROW SHARE MODE", "LOCK", &["W ops.t"]),
+    (
+        "LOCK TABLE ops.t IN ACCESS SHARE MODE",
+        "LOCK",
         &["R ops.t"],
     ),
     ("CREATE DOMAIN ops.d AS int", "CREATE DOMAIN", &["D ops.d"]),
