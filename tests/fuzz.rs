@@ -1611,6 +1611,11 @@ const TEMPLATES: &[Template] = &[
     Template {
         sql: "LOCK TABLE {0} . {1} IN ACCESS EXCLUSIVE MODE",
         names: &["ops", "job_queue"],
+        expect: &[(Action::Write, Some(0), 1)],
+    },
+    Template {
+        sql: "LOCK TABLE {0} . {1} IN ACCESS SHARE MODE",
+        names: &["ops", "job_queue"],
         expect: &[(Action::Read, Some(0), 1)],
     },
     Template {
