@@ -78,7 +78,7 @@ pub(super) fn visit(c: &mut Collector, n: NodeRef<'_>) -> bool {
 fn write_target(c: &mut Collector, rv: Option<&RangeVar>) {
     let Some(rv) = rv else { return };
     let name = names::range_var(rv);
-    if name.name == "pg_settings" && name.schema.as_deref().is_none_or(|s| s == "pg_catalog") {
+    if names::is_pg_settings(&name) {
         c.setting("*".to_owned());
         c.search_path_unknown();
     }

@@ -86,11 +86,20 @@ pub fn inspect(sql: &str) -> Result<Vec<StatementInfo>, InspectError> {
 
 /// A simple view is updatable: `DELETE FROM v` deletes from the table under
 /// it. So creating a view over a relation is DDL on that relation, not a read.
+/// A view over `pg_settings` inherits its UPDATE rule (`UPDATE v SET setting
+/// = ...` calls `set_config()`): creating one counts as changing settings
+/// pgward cannot name, like writing `pg_settings` itself.
 fn writable_through_view(info: &mut StatementInfo) {
+    let mut over_settings = false;
     for a in &mut info.accesses {
         if a.action == Action::Read {
             a.action = Action::Ddl;
+            over_settings |= names::is_pg_settings(&a.object);
         }
+    }
+    if over_settings {
+        walk::push_unique(&mut info.settings_changed, "*".to_owned());
+        info.search_path = Some(SearchPathChange::Unknown);
     }
 }
 

@@ -33,6 +33,13 @@ pub(super) fn range_var(rv: &RangeVar) -> ObjectName {
 }
 
 /// `{schema, "*"}`: the whole schema.
+/// `pg_settings` (unqualified or in `pg_catalog`): the system view whose
+/// UPDATE rule calls `set_config()`, so writing it, directly or through a
+/// view over it, changes session settings.
+pub(super) fn is_pg_settings(name: &ObjectName) -> bool {
+    name.name == "pg_settings" && name.schema.as_deref().is_none_or(|s| s == "pg_catalog")
+}
+
 pub(super) fn whole_schema(schema: &str) -> ObjectName {
     ObjectName {
         schema: Some(schema.to_owned()),

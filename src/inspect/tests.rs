@@ -659,6 +659,18 @@ fn set_config_calls() {
     let info = one("UPDATE pg_settings SET setting = 'evil' WHERE name = 'search_path'");
     assert_eq!(info.settings_changed, vec!["*"]);
     assert_eq!(info.search_path, Some(SearchPathChange::Unknown));
+
+    // A view over pg_settings is updatable through pg_settings' own rule.
+    for sql in [
+        "CREATE TEMP VIEW v AS SELECT name, setting FROM pg_settings",
+        "CREATE OR REPLACE VIEW public.v AS SELECT * FROM pg_catalog.pg_settings s WHERE s.name <> ''",
+    ] {
+        let info = one(sql);
+        assert_eq!(info.settings_changed, vec!["*"], "{sql}");
+        assert_eq!(info.search_path, Some(SearchPathChange::Unknown), "{sql}");
+    }
+    let info = one("CREATE VIEW public.v AS SELECT * FROM public.pg_settings_copy");
+    assert!(info.settings_changed.is_empty());
 }
 
 #[test]

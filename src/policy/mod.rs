@@ -591,11 +591,15 @@ fn session_integrity_violation(stmt: &StatementInfo) -> Option<String> {
         ));
     }
     // "*" with an unknown search_path is set_config() of a name only known at
-    // run time (RESET ALL and DISCARD ALL reset the path to a known value).
+    // run time, or pg_settings written or wrapped in a view (RESET ALL and
+    // DISCARD ALL reset the path to a known value).
     if stmt.settings_changed.iter().any(|s| s == "*")
         && stmt.search_path == Some(crate::inspect::SearchPathChange::Unknown)
     {
-        return Some("set_config() of a setting named at run time".to_owned());
+        return Some(
+            "changing settings named only at run time (set_config() of a computed name, or pg_settings)"
+                .to_owned(),
+        );
     }
     None
 }
