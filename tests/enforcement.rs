@@ -1825,6 +1825,155 @@ async fn a_named_prepared_statement_cannot_follow_a_later_search_path() {
     }
 }
 
+/// PostgreSQL has one namespace for SQL `PREPARE` and protocol Parse, and
+/// keeps the first definition of a name when a second one is refused (42P05),
+/// or when a DEALLOCATE is refused in a failed block. pgward cannot see which
+/// definition the server holds, so a name never gets a second meaning, and a
+/// Bind of a name pgward did not see Parsed is refused. Each sequence below
+/// deleted `ops.job_queue` before: a DELETE prepared while `job_queue` was the
+/// worker's temporary table, then made harmless in pgward's eyes only.
+#[tokio::test]
+async fn prepared_statement_names_cannot_change_meaning() {
+    let fx = Fixture::new("enf_names").await;
+    let su = fx.superuser().await;
+    let before = fingerprint(&su).await;
+    let mut raw = fx.raw_worker(&[]).await.expect("raw session");
+    let ok = |what: &str, events: &[Event]| {
+        assert!(raw::errors(events).is_empty(), "{what}: {events:?}");
+    };
+    let refused = |what: &str, events: &[Event]| {
+        assert!(
+            raw_refusal(events),
+            "{what} was not refused by pgward: {events:?}"
+        );
+    };
+
+    let events = raw
+        .simple("CREATE TEMP TABLE job_queue (id uuid)")
+        .await
+        .unwrap();
+    ok("temporary table", &events);
+    // Prepared under each name while job_queue is the temporary table.
+    for sql in [
+        "PREPARE by_sql AS DELETE FROM job_queue",
+        "PREPARE redefined AS DELETE FROM job_queue",
+        "PREPARE deallocated AS DELETE FROM job_queue",
+    ] {
+        ok(sql, &raw.simple(sql).await.unwrap());
+    }
+    let mut out = bytes::BytesMut::new();
+    raw::parse("parsed", "DELETE FROM job_queue", &mut out);
+    raw::sync(&mut out);
+    raw.send(&out).await.unwrap();
+    ok("Parse", &raw.collect(1, None, false).await.unwrap());
+
+    // A second meaning for a name is refused, in both protocols.
+    refused(
+        "PREPARE of a used name with another text",
+        &raw.simple("PREPARE redefined AS SELECT 1").await.unwrap(),
+    );
+    out.clear();
+    raw::parse("parsed", "SELECT 1", &mut out);
+    raw::sync(&mut out);
+    raw.send(&out).await.unwrap();
+    refused(
+        "Parse of a used name with another text",
+        &raw.collect(1, None, false).await.unwrap(),
+    );
+    // A DEALLOCATE the server refuses (failed block) frees nothing either.
+    let events = raw.simple("BEGIN; SELECT 1/0").await.unwrap();
+    assert!(!raw::errors(&events).is_empty(), "{events:?}");
+    let events = raw.simple("DEALLOCATE deallocated").await.unwrap();
+    assert_eq!(raw::errors(&events).len(), 1, "{events:?}");
+    ok("ROLLBACK", &raw.simple("ROLLBACK").await.unwrap());
+    refused(
+        "PREPARE of a deallocated name with another text",
+        &raw.simple("PREPARE deallocated AS SELECT 1").await.unwrap(),
+    );
+
+    // Now every one of them would name ops.job_queue.
+    ok(
+        "drop",
+        &raw.simple("DROP TABLE pg_temp.job_queue; SET search_path = ops")
+            .await
+            .unwrap(),
+    );
+    for name in ["redefined", "deallocated"] {
+        refused(
+            &format!("EXECUTE {name}"),
+            &raw.simple(&format!("EXECUTE {name}")).await.unwrap(),
+        );
+    }
+    for name in ["by_sql", "parsed", "redefined"] {
+        out.clear();
+        raw::bind("", name, &mut out);
+        raw::execute("", &mut out);
+        raw::sync(&mut out);
+        raw.send(&out).await.unwrap();
+        refused(
+            &format!("Bind of {name}"),
+            &raw.collect(1, None, false).await.unwrap(),
+        );
+    }
+    let after = fingerprint(&su).await;
+    assert!(after == before, "{}", fingerprint_diff(&before, &after));
+
+    // The same text under the same name stays usable (drivers re-prepare
+    // what they closed).
+    out.clear();
+    raw::close_statement("again", &mut out);
+    raw::parse("again", "SELECT 44", &mut out);
+    raw::close_statement("again", &mut out);
+    raw::parse("again", "SELECT 44", &mut out);
+    raw::bind("", "again", &mut out);
+    raw::execute("", &mut out);
+    raw::sync(&mut out);
+    raw.send(&out).await.unwrap();
+    let events = raw.collect(1, None, false).await.unwrap();
+    assert!(
+        events.contains(&Event::Row(vec![Some("44".into())])),
+        "{events:?}"
+    );
+
+    // An unrestricted identity may Bind what it prepared with SQL; the
+    // execution is still recorded (by name: pgward never saw its text).
+    let mut su_raw = raw::RawClient::connect(
+        fx.proxy.port(),
+        &[("user", SUPERUSER), ("database", fx.db.as_str())],
+        SUPERUSER_PASSWORD,
+    )
+    .await
+    .expect("raw superuser session");
+    ok(
+        "PREPARE",
+        &su_raw.simple("PREPARE su_sql AS SELECT 45").await.unwrap(),
+    );
+    out.clear();
+    raw::bind("", "su_sql", &mut out);
+    raw::execute("", &mut out);
+    raw::sync(&mut out);
+    su_raw.send(&out).await.unwrap();
+    let events = su_raw.collect(1, None, false).await.unwrap();
+    assert!(
+        events.contains(&Event::Row(vec![Some("45".into())])),
+        "{events:?}"
+    );
+    let deadline = std::time::Instant::now() + STEP_TIMEOUT;
+    let recorded = loop {
+        let found = fx.proxy.audit_records().into_iter().find(|r| {
+            r["text"]
+                .as_str()
+                .is_some_and(|t| t == "EXECUTE \"su_sql\"")
+        });
+        if found.is_some() || std::time::Instant::now() > deadline {
+            break found;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let record = recorded.expect("no audit record of the Execute of su_sql");
+    assert_eq!(record["outcome"]["tag"], "SELECT 1", "{record}");
+}
+
 /// A session reuses the decision on a statement it repeats (see
 /// `relay::repeat`), but never across a search_path change: the same text,
 /// allowed while it named the worker's temporary table, is refused once the

@@ -23,6 +23,10 @@ use crate::tenant::inject::{Rewrite, TenantInjector};
 /// privilege check fails, so clients handle pgward's refusals the same way.
 pub const REFUSED: &str = "42501";
 
+/// Statement names one session may use (see `Gate::names`): the map lives as
+/// long as the session, so it is bounded.
+const MAX_STATEMENT_NAMES: usize = 10_000;
+
 /// What happens to one client message.
 #[derive(Debug)]
 pub enum Verdict {
@@ -57,6 +61,16 @@ pub struct Gate {
     /// Which statement each portal runs, for tenant injection: BEGIN and
     /// COMMIT take effect when executed, not when parsed.
     portals: HashMap<String, String>,
+    /// The one text each statement name (Parse or SQL `PREPARE`, which share
+    /// PostgreSQL's namespace) may stand for in this session. pgward does not
+    /// see which definitions the server accepted (a duplicate name, or a
+    /// DEALLOCATE in a failed block, is refused there), so a name is never
+    /// given a second meaning: whatever the server holds under it was
+    /// prepared from this text.
+    names: HashMap<String, Arc<str>>,
+    /// Names went unrecorded (an unrestricted session past the bound): a
+    /// name missing from `names` may then exist on the server.
+    names_overflowed: bool,
     /// Audit drafts of the message being judged.
     notes: Notes,
     /// The last statement allowed on its own, reused while its inputs hold.
@@ -88,6 +102,8 @@ impl Gate {
             tenant,
             statements: HashMap::new(),
             portals: HashMap::new(),
+            names: HashMap::new(),
+            names_overflowed: false,
             notes: Notes::new(audit_base),
             last_allowed: None,
         }
@@ -133,10 +149,15 @@ impl Gate {
         sql: Option<&str>,
         shared: &SessionShared,
     ) -> Verdict {
+        let text = sql.unwrap_or("<not valid UTF-8>");
+        if let Some(refused) = self.claim_name(name, text, Protocol::Extended) {
+            return refused;
+        }
         // Extended-protocol statements run later, if at all.
         let (verdict, inspection) =
             self.judge_text(sql, Certainty::Deferred, Protocol::Extended, shared);
         if let (Verdict::Forward, Some(inspection), Some(name)) = (&verdict, inspection, name) {
+            self.bind_name(name, text);
             // Records are per Execute: keep the drafts with the statement.
             let prepared = Prepared {
                 inspection,
@@ -170,6 +191,9 @@ impl Gate {
     /// A Bind: the statement runs now, with the current search_path. If the
     /// path may have changed since it was judged, it is judged again.
     pub fn on_bind(&mut self, portal: Option<&str>, statement: Option<&str>) -> Verdict {
+        if let Some(refused) = self.unknown_statement(statement) {
+            return refused;
+        }
         let (Some(portal), Some(statement)) = (portal, statement) else {
             return Verdict::Forward;
         };
@@ -216,10 +240,19 @@ impl Gate {
     /// An Execute: queues the records of what the portal runs, and follows
     /// its transaction effects for tenant injection.
     pub fn on_execute(&mut self, portal: Option<&str>) {
-        let prepared = portal
-            .and_then(|p| self.portals.get(p))
-            .and_then(|s| self.statements.get(s));
-        let Some(prepared) = prepared else {
+        let statement = portal.and_then(|p| self.portals.get(p));
+        let Some(prepared) = statement.and_then(|s| self.statements.get(s)) else {
+            // A statement pgward did not see Parsed (only unrestricted
+            // identities get this far, see `unknown_statement`): recorded
+            // as the SQL EXECUTE of its name, since its text is the
+            // server's alone.
+            if let Some(name) = statement {
+                let text = format!("EXECUTE \"{}\"", name.replace('"', "\"\""));
+                let policy = self.ctx.policy.load();
+                let decision = allowed(policy.class_name(self.identity.class(&policy)));
+                let draft = self.notes.draft(Protocol::Extended, &text, None, &decision);
+                self.notes.push(draft);
+            }
             return;
         };
         for draft in &prepared.drafts {
@@ -372,20 +405,23 @@ impl Gate {
         // in order on a copy, and keep the copy only if all pass.
         let mut path = self.path.clone();
         let mut prepared = Vec::new();
+        let mut claimed = Vec::new();
         let mut deallocated = Vec::new();
         for (i, stmt) in statements.iter().enumerate() {
+            let text = statement_text(sql, statements, i);
+            if let Some((name, _)) = &stmt.prepares
+                && let Some(refused) = self.claim_name(Some(name), text, protocol)
+            {
+                return refused;
+            }
             let decision = self.judge(&policy, class, stmt, path.current());
-            if let Some(refused) = self.settle(
-                protocol,
-                statement_text(sql, statements, i),
-                stmt,
-                &decision,
-            ) {
+            if let Some(refused) = self.settle(protocol, text, stmt, &decision) {
                 return refused;
             }
             let clean_commit = !shared.busy() && shared.txn_status() == TxnStatus::InBlock;
             path.apply(stmt, certainty, clean_commit);
             if let Some((name, inner)) = &stmt.prepares {
+                claimed.push((name.as_str(), text));
                 prepared.push((
                     name.clone(),
                     Arc::new(SqlPrepared {
@@ -399,6 +435,9 @@ impl Gate {
             }
         }
         self.path = path;
+        for (name, text) in claimed {
+            self.bind_name(name, text);
+        }
         for name in deallocated {
             match name {
                 Some(name) => self.sql_prepared.remove(&name),
@@ -512,6 +551,85 @@ impl Gate {
             },
             None => policy.decide(class, self.identity.name(), stmt, path),
         }
+    }
+
+    /// Refuses (restricted identities) a statement name that already stands
+    /// for another text in this session, or one too many names. The unnamed
+    /// statement is redefined by every Parse, as in PostgreSQL.
+    fn claim_name(
+        &mut self,
+        name: Option<&str>,
+        text: &str,
+        protocol: Protocol,
+    ) -> Option<Verdict> {
+        let policy = self.ctx.policy.load();
+        let class = self.identity.class(&policy);
+        if !policy.is_restricted(class) {
+            return None;
+        }
+        let what = match name {
+            Some("") => return None,
+            None => "a statement name that is not valid UTF-8".to_owned(),
+            Some(name) => match self.names.get(name) {
+                Some(bound) if **bound == *text => return None,
+                Some(_) => format!(
+                    "preparing statement {name:?} again with another text (PostgreSQL may still hold its first definition; use a new name)"
+                ),
+                None if self.names.len() < MAX_STATEMENT_NAMES => return None,
+                None => format!(
+                    "statement name {name:?} (more than {MAX_STATEMENT_NAMES} names in one session)"
+                ),
+            },
+        };
+        let err = self.opaque_error(&policy, class, &what);
+        let draft = self.notes.draft(protocol, text, None, &denied(&err));
+        self.notes.replace_all(draft);
+        Some(self.refuse(err))
+    }
+
+    /// Remembers the text a statement name stands for (see `names`).
+    fn bind_name(&mut self, name: &str, text: &str) {
+        if name.is_empty() || self.names.contains_key(name) {
+            return;
+        }
+        if self.names.len() < MAX_STATEMENT_NAMES {
+            self.names.insert(name.to_owned(), Arc::from(text));
+        } else {
+            // Only unrestricted identities get past `claim_name` here.
+            self.names_overflowed = true;
+        }
+    }
+
+    /// Refuses (restricted identities) a Bind of a statement pgward has no
+    /// current Parse of but the server may hold: one prepared with SQL
+    /// `PREPARE` (the same namespace in PostgreSQL), or one closed or
+    /// deallocated (the server may have refused that). Its meaning there
+    /// cannot be judged against the current search_path. A name never
+    /// prepared at all cannot exist on the server: PostgreSQL answers that.
+    fn unknown_statement(&mut self, statement: Option<&str>) -> Option<Verdict> {
+        let judged = |s: &str| s.is_empty() || self.statements.contains_key(s);
+        let never_prepared = |s: &str| !self.names_overflowed && !self.names.contains_key(s);
+        if statement.is_some_and(|s| judged(s) || never_prepared(s)) {
+            return None;
+        }
+        let policy = self.ctx.policy.load();
+        let class = self.identity.class(&policy);
+        if !policy.is_restricted(class) {
+            return None;
+        }
+        let what = match statement {
+            Some(name) => format!(
+                "Bind of prepared statement {name:?}, which pgward did not see prepared with Parse"
+            ),
+            None => "Bind of a statement name that is not valid UTF-8".to_owned(),
+        };
+        let err = self.opaque_error(&policy, class, &what);
+        let text = format!("<Bind of statement {:?}>", statement.unwrap_or("?"));
+        let draft = self
+            .notes
+            .draft(Protocol::Extended, &text, None, &denied(&err));
+        self.notes.replace_all(draft);
+        Some(self.refuse(err))
     }
 
     fn opaque_error(&self, policy: &Policy, class: ClassId, what: &str) -> PgError {
