@@ -725,6 +725,10 @@ mod raw {
     pub struct RawClient {
         stream: TcpStream,
         buf: BytesMut,
+        /// SQLSTATEs of the NoticeResponses received (not in the events).
+        pub notices: Vec<String>,
+        /// FunctionCallResponses received (not in the events).
+        pub function_results: usize,
     }
 
     impl RawClient {
@@ -741,6 +745,8 @@ mod raw {
             let mut client = RawClient {
                 stream,
                 buf: BytesMut::new(),
+                notices: Vec::new(),
+                function_results: 0,
             };
             let mut out = BytesMut::new();
             frontend::startup_message(params.iter().copied(), &mut out).map_err(io)?;
@@ -794,7 +800,17 @@ mod raw {
 
         async fn read(&mut self) -> Result<Message, String> {
             loop {
-                if let Some(m) = Message::parse(&mut self.buf).map_err(io)? {
+                // FunctionCallResponse, which postgres-protocol does not parse.
+                if self.buf.len() >= 5 && self.buf[0] == b'V' {
+                    let len =
+                        i32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]);
+                    let whole = 1 + usize::try_from(len).map_err(io)?;
+                    if self.buf.len() >= whole {
+                        let _ = self.buf.split_to(whole);
+                        self.function_results += 1;
+                        continue;
+                    }
+                } else if let Some(m) = Message::parse(&mut self.buf).map_err(io)? {
                     return Ok(m);
                 }
                 let n = tokio::time::timeout(STEP_TIMEOUT, self.stream.read_buf(&mut self.buf))
@@ -819,56 +835,65 @@ mod raw {
             let mut events = Vec::new();
             let mut seen = 0;
             while seen < readies {
-                let event =
-                    match self.read().await? {
-                        Message::ParseComplete => Event::ParseComplete,
-                        Message::BindComplete => Event::BindComplete,
-                        Message::CloseComplete => Event::CloseComplete,
-                        Message::NoData => Event::NoData,
-                        Message::ParameterDescription(_) => Event::ParameterDescription,
-                        Message::RowDescription(_) => Event::RowDescription,
-                        Message::DataRow(body) => {
-                            let mut values = Vec::new();
-                            let mut ranges = body.ranges();
-                            while let Ok(Some(range)) = ranges.next() {
-                                values.push(range.map(|r| {
+                let event = match self.read().await? {
+                    Message::ParseComplete => Event::ParseComplete,
+                    Message::BindComplete => Event::BindComplete,
+                    Message::CloseComplete => Event::CloseComplete,
+                    Message::NoData => Event::NoData,
+                    Message::ParameterDescription(_) => Event::ParameterDescription,
+                    Message::RowDescription(_) => Event::RowDescription,
+                    Message::DataRow(body) => {
+                        let mut values = Vec::new();
+                        let mut ranges = body.ranges();
+                        while let Ok(Some(range)) = ranges.next() {
+                            values.push(
+                                range.map(|r| {
                                     String::from_utf8_lossy(&body.buffer()[r]).into_owned()
-                                }));
+                                }),
+                            );
+                        }
+                        Event::Row(values)
+                    }
+                    Message::CommandComplete(body) => {
+                        Event::Complete(body.tag().map_err(io)?.to_string())
+                    }
+                    Message::EmptyQueryResponse => Event::EmptyQuery,
+                    Message::ErrorResponse(body) => Event::Error(db_error(&body)),
+                    Message::CopyInResponse(_) => {
+                        let mut out = BytesMut::new();
+                        match copy_in {
+                            Some(data) => {
+                                frontend::CopyData::new(data).map_err(io)?.write(&mut out);
+                                frontend::copy_done(&mut out);
                             }
-                            Event::Row(values)
+                            None => frontend::copy_fail("no data", &mut out).map_err(io)?,
                         }
-                        Message::CommandComplete(body) => {
-                            Event::Complete(body.tag().map_err(io)?.to_string())
+                        if sync_after_copy {
+                            frontend::sync(&mut out);
                         }
-                        Message::EmptyQueryResponse => Event::EmptyQuery,
-                        Message::ErrorResponse(body) => Event::Error(db_error(&body)),
-                        Message::CopyInResponse(_) => {
-                            let mut out = BytesMut::new();
-                            match copy_in {
-                                Some(data) => {
-                                    frontend::CopyData::new(data).map_err(io)?.write(&mut out);
-                                    frontend::copy_done(&mut out);
-                                }
-                                None => frontend::copy_fail("no data", &mut out).map_err(io)?,
+                        self.send(&out).await?;
+                        Event::CopyIn
+                    }
+                    Message::CopyOutResponse(_) => Event::CopyOut,
+                    Message::CopyData(body) => Event::CopyData(body.data().to_vec()),
+                    Message::CopyDone => Event::CopyDone,
+                    Message::ReadyForQuery(body) => {
+                        seen += 1;
+                        Event::Ready(body.status() as char)
+                    }
+                    Message::NoticeResponse(body) => {
+                        let mut fields = body.fields();
+                        while let Ok(Some(f)) = fields.next() {
+                            if f.type_() == b'C' {
+                                self.notices
+                                    .push(String::from_utf8_lossy(f.value_bytes()).into_owned());
                             }
-                            if sync_after_copy {
-                                frontend::sync(&mut out);
-                            }
-                            self.send(&out).await?;
-                            Event::CopyIn
                         }
-                        Message::CopyOutResponse(_) => Event::CopyOut,
-                        Message::CopyData(body) => Event::CopyData(body.data().to_vec()),
-                        Message::CopyDone => Event::CopyDone,
-                        Message::ReadyForQuery(body) => {
-                            seen += 1;
-                            Event::Ready(body.status() as char)
-                        }
-                        Message::NoticeResponse(_)
-                        | Message::ParameterStatus(_)
-                        | Message::NotificationResponse(_) => continue,
-                        _ => Event::Other("unexpected message".to_string()),
-                    };
+                        continue;
+                    }
+                    Message::ParameterStatus(_) | Message::NotificationResponse(_) => continue,
+                    _ => Event::Other("unexpected message".to_string()),
+                };
                 events.push(event);
             }
             Ok(events)
@@ -1972,6 +1997,141 @@ async fn prepared_statement_names_cannot_change_meaning() {
     };
     let record = recorded.expect("no audit record of the Execute of su_sql");
     assert_eq!(record["outcome"]["tag"], "SELECT 1", "{record}");
+}
+
+/// Each execution leaves the record of what the server ran, in the cases
+/// where the answer has no CommandComplete or the statement's name changed
+/// meaning between Bind and Execute (found in review: each of these left no
+/// record, or the record of another statement).
+#[tokio::test]
+async fn audit_records_follow_what_the_server_ran() {
+    use postgres_protocol::message::frontend as fe;
+    let fx = Fixture::new("enf_audit_follow").await;
+    let su = fx.superuser().await;
+    let mut worker = fx.raw_worker(&[]).await.expect("raw worker");
+    let mut admin = raw::RawClient::connect(
+        fx.proxy.port(),
+        &[("user", SUPERUSER), ("database", fx.db.as_str())],
+        SUPERUSER_PASSWORD,
+    )
+    .await
+    .expect("raw superuser session");
+    let mut out = bytes::BytesMut::new();
+    let run = async |client: &mut raw::RawClient, out: &mut bytes::BytesMut| {
+        client.send(out).await.unwrap();
+        out.clear();
+        let events = client.collect(1, None, false).await.unwrap();
+        assert!(raw::errors(&events).is_empty(), "{events:?}");
+        events
+    };
+
+    // 1. An Execute cut short by its row limit: the INSERT ran whole.
+    raw::parse(
+        "",
+        "INSERT INTO public.scratch (note) SELECT 'suspended' FROM generate_series(1, 3) RETURNING id",
+        &mut out,
+    );
+    raw::bind("p1", "", &mut out);
+    fe::execute("p1", 1, &mut out).unwrap();
+    raw::sync(&mut out);
+    let events = run(&mut worker, &mut out).await;
+    assert_eq!(
+        events.iter().filter(|e| matches!(e, Event::Row(_))).count(),
+        1
+    );
+    assert_eq!(
+        su_value(
+            &su,
+            "SELECT count(*) FROM public.scratch WHERE note = 'suspended'"
+        )
+        .await
+        .unwrap(),
+        "3"
+    );
+    // With a tenant, pgward's SET LOCAL goes first in each implicit
+    // transaction: PostgreSQL's warning about it is not the client's.
+    assert!(worker.notices.is_empty(), "notices: {:?}", worker.notices);
+
+    // 2. The unnamed statement re-Parsed between Bind and Execute: the
+    // portal still runs the DELETE.
+    raw::parse(
+        "",
+        "DELETE FROM public.scratch WHERE note = 'suspended'",
+        &mut out,
+    );
+    raw::bind("p2", "", &mut out);
+    raw::parse("", "SELECT 1", &mut out);
+    raw::execute("p2", &mut out);
+    raw::sync(&mut out);
+    run(&mut worker, &mut out).await;
+
+    // 3. An unrestricted identity's Parse the server refuses (a statement
+    // name that is not UTF-8) leaves no draft behind for the next one.
+    out.extend_from_slice(b"P");
+    out.extend_from_slice(&17i32.to_be_bytes());
+    out.extend_from_slice(b"\xff\0SELECT 1\0\0\0");
+    raw::sync(&mut out);
+    admin.send(&out).await.unwrap();
+    out.clear();
+    let events = admin.collect(1, None, false).await.unwrap();
+    assert_eq!(raw::errors(&events).len(), 1, "{events:?}");
+    raw::parse(
+        "",
+        "UPDATE public.scratch SET note = 'admin' WHERE false",
+        &mut out,
+    );
+    raw::bind("", "", &mut out);
+    raw::execute("", &mut out);
+    raw::sync(&mut out);
+    run(&mut admin, &mut out).await;
+
+    // 4. A FunctionCall (pg_catalog.now()) from an unrestricted identity.
+    out.extend_from_slice(b"F");
+    out.extend_from_slice(&14i32.to_be_bytes());
+    out.extend_from_slice(&1299u32.to_be_bytes());
+    out.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    run(&mut admin, &mut out).await;
+    assert_eq!(admin.function_results, 1);
+
+    let wanted: [(&str, &str, &str); 4] = [
+        ("INSERT", "scratch", "PORTAL SUSPENDED"),
+        ("DELETE", "scratch", "DELETE 3"),
+        ("UPDATE", "scratch", "UPDATE 0"),
+        ("", "", "FUNCTION CALL"),
+    ];
+    let deadline = std::time::Instant::now() + STEP_TIMEOUT;
+    loop {
+        let records = fx.proxy.audit_records();
+        let missing: Vec<_> = wanted
+            .iter()
+            .filter(|(kind, object, tag)| {
+                !records.iter().any(|r| {
+                    r["outcome"]["tag"] == *tag
+                        && (kind.is_empty() || r["kind"] == *kind)
+                        && (object.is_empty()
+                            || r["objects"]
+                                .as_array()
+                                .is_some_and(|o| o.iter().any(|o| o["name"] == *object)))
+                })
+            })
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no record of {missing:?} in {records:#?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // And nothing recorded the SELECT 1 as what p2 ran.
+    let records = fx.proxy.audit_records();
+    assert!(
+        !records
+            .iter()
+            .any(|r| r["kind"] == "SELECT" && r["outcome"]["tag"] == "DELETE 3"),
+        "{records:#?}"
+    );
 }
 
 /// A session reuses the decision on a statement it repeats (see

@@ -36,6 +36,10 @@ pub mod backend_tag {
     pub const PARAMETER_STATUS: u8 = b'S';
     pub const READY_FOR_QUERY: u8 = b'Z';
     pub const ERROR_RESPONSE: u8 = b'E';
+    pub const NOTICE_RESPONSE: u8 = b'N';
+    pub const COMMAND_COMPLETE: u8 = b'C';
+    pub const PORTAL_SUSPENDED: u8 = b's';
+    pub const FUNCTION_CALL_RESPONSE: u8 = b'V';
     pub const NEGOTIATE_PROTOCOL_VERSION: u8 = b'v';
 }
 

@@ -21,6 +21,14 @@ const FLUSH_THRESHOLD: usize = 64 * 1024;
 /// the refused statement too, so it is relayed as is.
 const IN_FAILED_TRANSACTION: &[u8] = b"25P02";
 
+/// SQLSTATE no_active_sql_transaction: the warning on `SET LOCAL` outside a
+/// transaction block.
+const NO_ACTIVE_TRANSACTION: &[u8] = b"25P01";
+
+/// Recorded outcomes for answers without a CommandComplete.
+const PORTAL_SUSPENDED_OUTCOME: &str = "PORTAL SUSPENDED";
+const FUNCTION_CALL_OUTCOME: &str = "FUNCTION CALL";
+
 /// How the server side of a session ended.
 #[derive(Debug)]
 pub enum ServerEnd {
@@ -46,11 +54,15 @@ fn completes_extended(tag: u8) -> bool {
     matches!(tag, b'1' | b'2' | b'3' | b'C' | b'I' | b's' | b'n' | b'T')
 }
 
+/// Relays the server's answers until it closes. `finished` holds the drafts
+/// of statements answered but not yet queued for the audit; the caller
+/// records what is left there if this future is dropped.
 pub async fn run<R, W>(
     shared: &SessionShared,
     reader: &mut FrameReader<R>,
     client: &mut W,
     ctx: &ProxyContext,
+    finished: &mut Vec<Draft>,
 ) -> ServerEnd
 where
     R: AsyncRead + Unpin,
@@ -58,7 +70,6 @@ where
 {
     let mut out = BytesMut::with_capacity(16 * 1024);
     let mut saw_fatal = false;
-    let mut finished: Vec<Draft> = Vec::new();
     loop {
         let piece = match reader.next(backend_want).await {
             Ok(Some(piece)) => piece,
@@ -87,12 +98,15 @@ where
                 if tag == backend_tag::ERROR_RESPONSE && is_fatal(body(&bytes)) {
                     saw_fatal = true;
                 }
-                route(shared, tag, &bytes, &mut out, &mut finished);
+                route(shared, tag, &bytes, &mut out, finished);
             }
         }
         // A statement's record is queued before its result reaches the client.
-        for draft in finished.drain(..) {
+        // Taken off `finished` only once queued: if the session ends while
+        // this waits for queue space, the session's end records the rest.
+        while let Some(draft) = finished.first() {
             record(shared, ctx, draft).await;
+            finished.remove(0);
         }
         if !reader.has_buffered() || out.len() >= FLUSH_THRESHOLD {
             if let Err(e) = client.write_all(&out).await {
@@ -111,17 +125,18 @@ fn is_fatal(fields: &[u8]) -> bool {
 }
 
 /// Queues one statement's record and counts it for the session and the
-/// metrics.
-pub async fn record(shared: &SessionShared, ctx: &ProxyContext, draft: Draft) {
-    let record = draft.finish();
-    shared.count(record.decision);
-    ctx.metrics.statement(
-        &record.identity_class,
-        record.decision,
-        record.rule.as_deref(),
-        record.duration_us,
-    );
-    if let Err(e) = ctx.audit.record(record).await {
+/// metrics. Cancel-safe: cancelled while waiting for queue space (`on_full:
+/// block`), it has queued and counted nothing, and `draft` can be recorded
+/// again.
+pub async fn record(shared: &SessionShared, ctx: &ProxyContext, draft: &Draft) {
+    let record = draft.clone().finish();
+    let (class, decision) = (record.identity_class.clone(), record.decision);
+    let (rule, duration_us) = (record.rule.clone(), record.duration_us);
+    let queued = ctx.audit.record(record).await;
+    shared.count(decision);
+    ctx.metrics
+        .statement(&class, decision, rule.as_deref(), duration_us);
+    if let Err(e) = queued {
         tracing::error!("statement not audited: {e}");
     }
 }
@@ -136,12 +151,25 @@ fn route(
     out: &mut BytesMut,
     finished: &mut Vec<Draft>,
 ) {
-    // Asynchronous messages belong to no answer.
-    if matches!(tag, b'N' | b'A' | backend_tag::PARAMETER_STATUS) {
-        out.extend_from_slice(frame);
+    let mut queue = shared.queue();
+    // Asynchronous messages belong to no answer, except the warning
+    // PostgreSQL gives pgward's own SET LOCAL outside a BEGIN (the extended
+    // protocol's implicit transaction, where it still holds): the client
+    // would not have seen it without pgward.
+    if matches!(
+        tag,
+        b'A' | backend_tag::PARAMETER_STATUS | backend_tag::NOTICE_RESPONSE
+    ) {
+        let own_warning = tag == backend_tag::NOTICE_RESPONSE
+            && queue
+                .front()
+                .is_some_and(|e| matches!(e.handling, Handling::Swallow))
+            && error_field(body(frame), b'C') == Some(NO_ACTIVE_TRANSACTION);
+        if !own_warning {
+            out.extend_from_slice(frame);
+        }
         return;
     }
-    let mut queue = shared.queue();
     match tag {
         backend_tag::READY_FOR_QUERY => {
             if let Some(status) = body(frame).first().copied().and_then(TxnStatus::from_byte) {
@@ -199,7 +227,7 @@ fn route(
                 }
                 Handling::Relay | Handling::Refusal(_) => false,
             };
-            if tag == b'C' {
+            if tag == backend_tag::COMMAND_COMPLETE {
                 front.completes_seen += 1;
                 if !swallow {
                     let index = front.client_completes as usize;
@@ -211,6 +239,22 @@ fn route(
                     }
                     front.client_completes += 1;
                 }
+            }
+            // An Execute cut short by its row limit has run (a DML statement
+            // entirely; its rows are fetched later), and a FunctionCall ends
+            // with its result: both are outcomes to record, like a
+            // CommandComplete.
+            let unfinished = match tag {
+                backend_tag::PORTAL_SUSPENDED => Some(PORTAL_SUSPENDED_OUTCOME),
+                backend_tag::FUNCTION_CALL_RESPONSE => Some(FUNCTION_CALL_OUTCOME),
+                _ => None,
+            };
+            if let Some(outcome) = unfinished
+                && !swallow
+                && let Some(draft) = front.drafts.get_mut(front.client_completes as usize)
+            {
+                draft.completed(outcome);
+                front.client_completes += 1;
             }
             if front.reach == Reach::Completion
                 && completes_extended(tag)

@@ -60,7 +60,7 @@ pub struct Gate {
     statements: HashMap<String, Prepared>,
     /// Which statement each portal runs, for tenant injection: BEGIN and
     /// COMMIT take effect when executed, not when parsed.
-    portals: HashMap<String, String>,
+    portals: HashMap<String, Portal>,
     /// The one text each statement name (Parse or SQL `PREPARE`, which share
     /// PostgreSQL's namespace) may stand for in this session. pgward does not
     /// see which definitions the server accepted (a duplicate name, or a
@@ -75,6 +75,13 @@ pub struct Gate {
     notes: Notes,
     /// The last statement allowed on its own, reused while its inputs hold.
     last_allowed: Option<LastAllowed>,
+}
+
+/// A portal: the statement it was bound to, and what that statement was at
+/// the Bind (`None`: one pgward did not see Parsed).
+struct Portal {
+    statement: String,
+    run: Option<(Inspection, Drafts)>,
 }
 
 /// A statement prepared with Parse: its inspection, the path generation it
@@ -156,21 +163,33 @@ impl Gate {
         // Extended-protocol statements run later, if at all.
         let (verdict, inspection) =
             self.judge_text(sql, Certainty::Deferred, Protocol::Extended, shared);
-        if let (Verdict::Forward, Some(inspection), Some(name)) = (&verdict, inspection, name) {
-            self.bind_name(name, text);
-            // Records are per Execute: keep the drafts with the statement.
-            let prepared = Prepared {
-                inspection,
-                generation: self.path.generation(),
-                drafts: self.notes.take(),
-            };
-            // Clients re-Parse the unnamed statement for every query: replace
-            // it in place rather than allocate its name again.
-            match self.statements.get_mut(name) {
-                Some(entry) => *entry = prepared,
-                None => {
-                    self.statements.insert(name.to_string(), prepared);
-                }
+        if !matches!(verdict, Verdict::Forward) {
+            return verdict;
+        }
+        // Records are per Execute: the drafts go with the statement, or
+        // nowhere (they must not be left for the next message to take).
+        let drafts = self.notes.take();
+        let (Some(inspection), Some(name)) = (inspection, name) else {
+            // Text that is not UTF-8 from an unrestricted identity: the server
+            // refuses it, and a failed Parse of the unnamed statement drops
+            // the previous one. (An Execute of it is recorded by name.)
+            if name == Some("") {
+                self.statements.remove("");
+            }
+            return verdict;
+        };
+        self.bind_name(name, text);
+        let prepared = Prepared {
+            inspection,
+            generation: self.path.generation(),
+            drafts,
+        };
+        // Clients re-Parse the unnamed statement for every query: replace
+        // it in place rather than allocate its name again.
+        match self.statements.get_mut(name) {
+            Some(entry) => *entry = prepared,
+            None => {
+                self.statements.insert(name.to_string(), prepared);
             }
         }
         verdict
@@ -224,14 +243,29 @@ impl Gate {
                 entry.drafts = drafts;
             }
         }
-        // Clients reuse the same (often unnamed) portal and statement for
-        // every execution: update in place rather than allocate per Bind.
+        // The portal runs what the statement is now, whatever the name holds
+        // by its Execute (a re-Parse of the unnamed statement, a Close).
+        // Clients reuse the same (often unnamed) portal for every execution:
+        // update in place rather than allocate per Bind.
+        let run = self
+            .statements
+            .get(statement)
+            .map(|p| (p.inspection.clone(), p.drafts.clone()));
         match self.portals.get_mut(portal) {
-            Some(s) if s == statement => {}
-            Some(s) => statement.clone_into(s),
+            Some(p) => {
+                if p.statement != statement {
+                    statement.clone_into(&mut p.statement);
+                }
+                p.run = run;
+            }
             None => {
-                self.portals
-                    .insert(portal.to_string(), statement.to_string());
+                self.portals.insert(
+                    portal.to_string(),
+                    Portal {
+                        statement: statement.to_string(),
+                        run,
+                    },
+                );
             }
         }
         Verdict::Forward
@@ -240,29 +274,27 @@ impl Gate {
     /// An Execute: queues the records of what the portal runs, and follows
     /// its transaction effects for tenant injection.
     pub fn on_execute(&mut self, portal: Option<&str>) {
-        let statement = portal.and_then(|p| self.portals.get(p));
-        let Some(prepared) = statement.and_then(|s| self.statements.get(s)) else {
+        let Some(bound) = portal.and_then(|p| self.portals.get(p)) else {
+            return;
+        };
+        let Some((inspection, drafts)) = &bound.run else {
             // A statement pgward did not see Parsed (only unrestricted
             // identities get this far, see `unknown_statement`): recorded
             // as the SQL EXECUTE of its name, since its text is the
             // server's alone.
-            if let Some(name) = statement {
-                let text = format!("EXECUTE \"{}\"", name.replace('"', "\"\""));
-                let policy = self.ctx.policy.load();
-                let decision = allowed(policy.class_name(self.identity.class(&policy)));
-                let draft = self.notes.draft(Protocol::Extended, &text, None, &decision);
-                self.notes.push(draft);
-            }
+            let text = format!("EXECUTE \"{}\"", bound.statement.replace('"', "\"\""));
+            let policy = self.ctx.policy.load();
+            let decision = allowed(policy.class_name(self.identity.class(&policy)));
+            let draft = self.notes.draft(Protocol::Extended, &text, None, &decision);
+            self.notes.push(draft);
             return;
         };
-        for draft in &prepared.drafts {
+        for draft in drafts {
             let mut draft = draft.clone();
             draft.received = std::time::Instant::now();
             self.notes.push(draft);
         }
-        if let (Some(injector), Ok(statements)) =
-            (self.tenant.as_mut(), prepared.inspection.as_ref())
-        {
+        if let (Some(injector), Ok(statements)) = (self.tenant.as_mut(), inspection.as_ref()) {
             for stmt in statements {
                 injector.executed(stmt);
             }

@@ -89,9 +89,10 @@ pub async fn run(
         Server(ServerEnd),
         Shutdown,
     }
+    let mut finished = Vec::new();
     let end = tokio::select! {
         e = frontend.run(&mut client_reader, &mut server_writer) => End::Client(e),
-        e = backend::run(&shared, &mut server_reader, &mut client_writer, &ctx) => End::Server(e),
+        e = backend::run(&shared, &mut server_reader, &mut client_writer, &ctx, &mut finished) => End::Server(e),
         _ = close.cancelled() => End::Shutdown,
     };
 
@@ -161,8 +162,9 @@ pub async fn run(
     let _ = server_writer.write_all(b"X\0\0\0\x04").await;
     let _ = server_writer.shutdown().await;
 
-    // Statements whose answers never came are recorded too, outcome unknown.
-    for draft in shared.abandoned() {
+    // Statements answered whose records were still waiting for queue space,
+    // then those whose answers never came (outcome unknown).
+    for draft in finished.iter().chain(&shared.abandoned()) {
         backend::record(&shared, &ctx, draft).await;
     }
     let (statements, denied, monitored) = shared.counts();
