@@ -1413,6 +1413,41 @@ async fn large_results_stream_with_bounded_memory() {
     );
 }
 
+/// An error quoting a huge input is one message pgward would have to hold
+/// whole: past its bound the session ends with a clear FATAL (54000) instead
+/// of pgward buffering it (found in review: 300 MB of error grew pgward by
+/// 600 MB). pgward and other sessions carry on.
+#[tokio::test]
+async fn a_huge_error_message_ends_the_session_not_pgward() {
+    const MAX_GROWTH_KB: u64 = 64 * 1024;
+    let proxy = plain_proxy();
+    let pid = proxy.pid();
+    let client = proxy
+        .connect(SUPERUSER, SUPERUSER_PASSWORD, "postgres")
+        .await;
+    client.simple_query("SELECT 1").await.unwrap();
+    let baseline = proc_status_kb(pid, "VmRSS").expect("pgward's VmRSS");
+    let err = within(
+        Duration::from_secs(120),
+        "64 MB error",
+        client.simple_query("SELECT repeat('x', 64 * 1024 * 1024)::int"),
+    )
+    .await
+    .expect_err("the cast fails");
+    // (Never print the error: without pgward's bound it is 64 MB long.)
+    let db = err.as_db_error().expect("a server error");
+    let head: String = db.message().chars().take(200).collect();
+    assert_eq!(db.code().code(), "54000", "{head}");
+    assert!(db.message().contains("pgward reads whole"), "{head}");
+    let hwm = proc_status_kb(pid, "VmHWM").expect("pgward's VmHWM");
+    assert!(
+        hwm.saturating_sub(baseline) < MAX_GROWTH_KB,
+        "pgward's peak RSS grew by {} kB (baseline {baseline} kB, VmHWM {hwm} kB)",
+        hwm.saturating_sub(baseline)
+    );
+    assert_still_serving(&proxy).await;
+}
+
 // ---------------------------------------------------------------------------
 // 7. Cancel
 //

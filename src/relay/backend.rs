@@ -16,6 +16,13 @@ use crate::protocol::frame::{FrameError, FrameReader, Piece, Want, body};
 
 const FLUSH_THRESHOLD: usize = 64 * 1024;
 
+/// The largest server message pgward holds in memory to read it (every one
+/// but DataRow and CopyData, which stream). Errors, notices, row
+/// descriptions and command tags are kilobytes; an error quoting a huge
+/// input (`SELECT repeat('x', 300000000)::int`) would otherwise make any
+/// client able to grow pgward's memory by hundreds of megabytes per session.
+pub const MAX_WHOLE_SERVER_MESSAGE: usize = 16 * 1024 * 1024;
+
 /// SQLSTATE in_failed_sql_transaction: the server's answer to any statement in
 /// an aborted transaction block, which is what PostgreSQL would have said to
 /// the refused statement too, so it is relayed as is.
@@ -38,6 +45,12 @@ pub enum ServerEnd {
     Vanished,
     Io(std::io::Error),
     ClientIo(std::io::Error),
+    /// The server sent a message pgward would have to hold whole, larger
+    /// than [`MAX_WHOLE_SERVER_MESSAGE`].
+    TooLarge {
+        tag: char,
+        len: usize,
+    },
 }
 
 /// DataRow and CopyData can be huge and are never looked into: they stream.
@@ -82,6 +95,10 @@ where
                 };
             }
             Err(FrameError::Io(e)) => return ServerEnd::Io(e),
+            Err(FrameError::TooLarge { tag, len, .. }) => {
+                let _ = client.write_all(&out).await;
+                return ServerEnd::TooLarge { tag, len };
+            }
             Err(e) => {
                 tracing::error!("protocol error from PostgreSQL: {e}");
                 return ServerEnd::Vanished;

@@ -104,6 +104,10 @@ pub async fn run(
         }
         End::Client(ClientEnd::Idle) => Some("idle timeout".into()),
         End::Server(ServerEnd::ClosedAfterFatal) => Some("server sent a fatal error".into()),
+        End::Server(ServerEnd::TooLarge { tag, len }) => Some(format!(
+            "server message {tag:?} of {len} bytes, over the {} pgward reads whole",
+            backend::MAX_WHOLE_SERVER_MESSAGE
+        )),
         End::Server(_) => Some("server connection lost".into()),
         End::Shutdown => Some("pgward shutting down".into()),
     };
@@ -131,6 +135,19 @@ pub async fn run(
             ))
         }
         End::Server(ServerEnd::ClosedAfterFatal) => None,
+        End::Server(ServerEnd::TooLarge { tag, len }) => {
+            tracing::warn!(
+                "closing session: PostgreSQL sent a {tag:?} message of {len} bytes (limit {})",
+                backend::MAX_WHOLE_SERVER_MESSAGE
+            );
+            Some(PgError::fatal(
+                "54000",
+                format!(
+                    "pgward: the server's answer holds a message of {len} bytes, more than the {} bytes pgward reads whole (only rows and COPY data stream); closing the session",
+                    backend::MAX_WHOLE_SERVER_MESSAGE
+                ),
+            ))
+        }
         End::Server(ServerEnd::Vanished) | End::Server(ServerEnd::Io(_)) => {
             tracing::warn!("PostgreSQL closed the connection unexpectedly");
             Some(PgError::fatal(

@@ -244,8 +244,9 @@ pub async fn open(
     };
 
     client_reader.set_max_whole(ctx.limits.max_message_bytes);
-    // The server's messages are trusted; pgward only needs small ones whole.
-    server_reader.set_max_whole(usize::MAX);
+    // pgward reads whole only the server's small messages (DataRow and
+    // CopyData stream through): a larger one is refused, not buffered.
+    server_reader.set_max_whole(crate::relay::backend::MAX_WHOLE_SERVER_MESSAGE);
     Ok(Opened::Session(Box::new(Established {
         client_reader,
         client_writer,
