@@ -2093,12 +2093,35 @@ async fn audit_records_follow_what_the_server_ran() {
     run(&mut admin, &mut out).await;
     assert_eq!(admin.function_results, 1);
 
+    // 5. An extended-protocol batch whose implicit commit fails at Sync (a
+    // deferred foreign key): the INSERT completed, then did not last.
+    su.batch_execute(
+        "CREATE TABLE public.deferred_parent (id int PRIMARY KEY);
+         CREATE TABLE public.deferred_child (parent int REFERENCES public.deferred_parent
+             DEFERRABLE INITIALLY DEFERRED);
+         GRANT ALL ON public.deferred_child TO dragonfly_app;",
+    )
+    .await
+    .unwrap();
+    raw::parse("", "INSERT INTO public.deferred_child VALUES (7)", &mut out);
+    raw::bind("", "", &mut out);
+    raw::execute("", &mut out);
+    raw::sync(&mut out);
+    worker.send(&out).await.unwrap();
+    out.clear();
+    let events = worker.collect(1, None, false).await.unwrap();
+    assert_eq!(raw::tags(&events), vec!["INSERT 0 1"], "{events:?}");
+    assert_eq!(raw::errors(&events)[0].code, "23503", "{events:?}");
+
     let wanted: [(&str, &str, &str); 4] = [
         ("INSERT", "scratch", "PORTAL SUSPENDED"),
         ("DELETE", "scratch", "DELETE 3"),
         ("UPDATE", "scratch", "UPDATE 0"),
         ("", "", "FUNCTION CALL"),
     ];
+    let failed_commit = |r: &serde_json::Value| {
+        r["kind"] == "COMMIT" && r["outcome"]["sqlstate"] == "23503" && r["identity"] == WORKER_USER
+    };
     let deadline = std::time::Instant::now() + STEP_TIMEOUT;
     loop {
         let records = fx.proxy.audit_records();
@@ -2115,17 +2138,23 @@ async fn audit_records_follow_what_the_server_ran() {
                 })
             })
             .collect();
-        if missing.is_empty() {
+        if missing.is_empty() && records.iter().any(failed_commit) {
             break;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "no record of {missing:?} in {records:#?}"
+            "no record of {missing:?} or of the failed commit in {records:#?}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    // And nothing recorded the SELECT 1 as what p2 ran.
+    // And nothing recorded the SELECT 1 as what p2 ran; only the failed
+    // implicit commit was recorded, not the ones that succeeded.
     let records = fx.proxy.audit_records();
+    assert_eq!(
+        records.iter().filter(|r| r["kind"] == "COMMIT").count(),
+        1,
+        "{records:#?}"
+    );
     assert!(
         !records
             .iter()

@@ -204,9 +204,10 @@ impl Frontend<'_> {
                 self.shared.expect(Reach::Completion, Handling::Relay);
             }
             tag::SYNC => {
-                self.gate.on_sync();
+                let commit = self.gate.on_sync();
                 out.extend_from_slice(frame);
-                self.shared.expect(Reach::Sync, Handling::Relay);
+                self.shared
+                    .expect_with(Reach::Sync, Handling::Relay, commit);
             }
             tag::TERMINATE => {
                 out.extend_from_slice(frame);

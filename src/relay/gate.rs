@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::notes::{Drafts, Notes, statement_text};
+use super::notes::{Draft, Drafts, Notes, statement_text};
 use super::repeat::LastAllowed;
 use super::search_path::{Certainty, PathTracker};
 use super::shared::SessionShared;
@@ -73,6 +73,8 @@ pub struct Gate {
     names_overflowed: bool,
     /// Audit drafts of the message being judged.
     notes: Notes,
+    /// The draft each Sync carries (see `on_sync`), built once.
+    implicit_commit: Draft,
     /// The last statement allowed on its own, reused while its inputs hold.
     last_allowed: Option<LastAllowed>,
 }
@@ -111,6 +113,7 @@ impl Gate {
             portals: HashMap::new(),
             names: HashMap::new(),
             names_overflowed: false,
+            implicit_commit: implicit_commit_draft(&audit_base),
             notes: Notes::new(audit_base),
             last_allowed: None,
         }
@@ -314,11 +317,18 @@ impl Gate {
         }
     }
 
-    pub fn on_sync(&mut self) {
+    /// A Sync; returns the draft of the implicit transaction's commit, which
+    /// is recorded only if the server reports it failed (a deferred
+    /// constraint, a serialization failure): the statements before it were
+    /// recorded as completed, and this record says they did not last.
+    pub fn on_sync(&mut self) -> Drafts {
         self.path.end_of_implicit_transaction();
         if let Some(injector) = self.tenant.as_mut() {
             injector.synced();
         }
+        let mut commit = self.implicit_commit.clone();
+        commit.received = std::time::Instant::now();
+        smallvec::smallvec![commit]
     }
 
     /// FunctionCall carries a function OID and no SQL: nothing to inspect.
@@ -700,6 +710,25 @@ fn executed_statement(stmt: &StatementInfo) -> Option<&str> {
         Opaque::ExecutePrepared(name) => Some(name.as_str()),
         _ => None,
     })
+}
+
+/// The record of an extended-protocol batch's implicit commit at Sync.
+fn implicit_commit_draft(base: &StatementRecord) -> Draft {
+    let mut record = base.clone();
+    record.protocol = Protocol::Extended;
+    record.statement_text = Arc::from("COMMIT");
+    record.statement_kind = Arc::from("COMMIT");
+    record.set_decision(&Decision {
+        verdict: PolicyVerdict::Allow,
+        rule: None,
+        reason: "the implicit commit of an extended-protocol batch, at its Sync".to_owned(),
+        hint: None,
+        accesses: Vec::new(),
+    });
+    Draft {
+        record,
+        received: std::time::Instant::now(),
+    }
 }
 
 /// The decision recorded for something allowed without a rule looking at it.
