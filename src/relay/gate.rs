@@ -285,7 +285,7 @@ impl Gate {
             // identities get this far, see `unknown_statement`): recorded
             // as the SQL EXECUTE of its name, since its text is the
             // server's alone.
-            let text = format!("EXECUTE \"{}\"", bound.statement.replace('"', "\"\""));
+            let text = execute_text(&bound.statement);
             let policy = self.ctx.policy.load();
             let decision = allowed(policy.class_name(self.identity.class(&policy)));
             let draft = self.notes.draft(Protocol::Extended, &text, None, &decision);
@@ -604,13 +604,15 @@ impl Gate {
         text: &str,
         protocol: Protocol,
     ) -> Option<Verdict> {
+        if name == Some("") {
+            return None;
+        }
         let policy = self.ctx.policy.load();
         let class = self.identity.class(&policy);
         if !policy.is_restricted(class) {
             return None;
         }
         let what = match name {
-            Some("") => return None,
             None => "a statement name that is not valid UTF-8".to_owned(),
             Some(name) => match self.names.get(name) {
                 Some(bound) if **bound == *text => return None,
@@ -666,7 +668,7 @@ impl Gate {
             None => "Bind of a statement name that is not valid UTF-8".to_owned(),
         };
         let err = self.opaque_error(&policy, class, &what);
-        let text = format!("<Bind of statement {:?}>", statement.unwrap_or("?"));
+        let text = execute_text(statement.unwrap_or("?"));
         let draft = self
             .notes
             .draft(Protocol::Extended, &text, None, &denied(&err));
@@ -710,6 +712,13 @@ fn executed_statement(stmt: &StatementInfo) -> Option<&str> {
         Opaque::ExecutePrepared(name) => Some(name.as_str()),
         _ => None,
     })
+}
+
+/// How a record names the run of a prepared statement pgward has no text of:
+/// as the SQL that would run it (`EXECUTE "name"`), which the audit can
+/// normalise like any statement.
+fn execute_text(name: &str) -> String {
+    format!("EXECUTE \"{}\"", name.replace('"', "\"\""))
 }
 
 /// The record of an extended-protocol batch's implicit commit at Sync.
