@@ -2113,12 +2113,35 @@ async fn audit_records_follow_what_the_server_ran() {
     assert_eq!(raw::tags(&events), vec!["INSERT 0 1"], "{events:?}");
     assert_eq!(raw::errors(&events)[0].code, "23503", "{events:?}");
 
+    // 6. A write pgward refuses after an error earlier in the same batch:
+    // the server skips its stand-in, the client sees only the first error,
+    // and the attempt is still recorded as refused.
+    raw::extended("SELECT 1/0", &mut out);
+    raw::parse("", "DELETE FROM ops.job_queue", &mut out);
+    raw::bind("", "", &mut out);
+    raw::execute("", &mut out);
+    raw::sync(&mut out);
+    worker.send(&out).await.unwrap();
+    out.clear();
+    let events = worker.collect(1, None, false).await.unwrap();
+    let errors = raw::errors(&events);
+    assert_eq!(errors.len(), 1, "{events:?}");
+    assert_eq!(errors[0].code, "22012", "{events:?}");
+
     let wanted: [(&str, &str, &str); 4] = [
         ("INSERT", "scratch", "PORTAL SUSPENDED"),
         ("DELETE", "scratch", "DELETE 3"),
         ("UPDATE", "scratch", "UPDATE 0"),
         ("", "", "FUNCTION CALL"),
     ];
+    let refused_delete = |r: &serde_json::Value| {
+        r["decision"] == "deny"
+            && r["kind"] == "DELETE"
+            && r["outcome"]["sqlstate"] == "42501"
+            && r["objects"]
+                .as_array()
+                .is_some_and(|o| o.iter().any(|o| o["name"] == "job_queue"))
+    };
     let failed_commit = |r: &serde_json::Value| {
         r["kind"] == "COMMIT" && r["outcome"]["sqlstate"] == "23503" && r["identity"] == WORKER_USER
     };
@@ -2138,12 +2161,15 @@ async fn audit_records_follow_what_the_server_ran() {
                 })
             })
             .collect();
-        if missing.is_empty() && records.iter().any(failed_commit) {
+        if missing.is_empty()
+            && records.iter().any(failed_commit)
+            && records.iter().any(refused_delete)
+        {
             break;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "no record of {missing:?} or of the failed commit in {records:#?}"
+            "no record of {missing:?}, of the failed commit or of the refused DELETE in {records:#?}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }

@@ -7,7 +7,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::notes::{Draft, Drafts};
-use super::shared::{Handling, Reach, SessionShared};
+use super::shared::{Expected, Handling, Reach, SessionShared};
 use crate::context::ProxyContext;
 use crate::protocol::TxnStatus;
 use crate::protocol::backend_tag;
@@ -194,8 +194,9 @@ fn route(
             }
             // Completions still queued were skipped after an error.
             while let Some(done) = queue.pop_front() {
-                finish(done.drafts, finished);
-                if done.reach != Reach::Completion {
+                let reach = done.reach;
+                finish_skipped(done, finished);
+                if reach != Reach::Completion {
                     break;
                 }
             }
@@ -227,7 +228,7 @@ fn route(
                 // The server now skips every message up to Sync.
                 while queue.front().is_some_and(|e| e.reach == Reach::Completion) {
                     if let Some(done) = queue.pop_front() {
-                        finish(done.drafts, finished);
+                        finish_skipped(done, finished);
                     }
                 }
             }
@@ -290,6 +291,20 @@ fn route(
 /// the server skipped after an earlier error never ran and get no record.
 fn finish(drafts: Drafts, finished: &mut Vec<Draft>) {
     finished.extend(drafts.into_iter().filter(|d| d.record.outcome.is_some()));
+}
+
+/// [`finish`] for an answer that may have been skipped after an error. A
+/// statement pgward refused (a poison stood in for it) is recorded as
+/// refused even when the server skipped the poison: the attempt is what a
+/// reviewer needs to see.
+fn finish_skipped(done: Expected, finished: &mut Vec<Draft>) {
+    let mut drafts = done.drafts;
+    if let Handling::Refusal(_) = done.handling {
+        for draft in drafts.iter_mut().filter(|d| d.record.outcome.is_none()) {
+            draft.failed(crate::relay::gate::REFUSED);
+        }
+    }
+    finish(drafts, finished);
 }
 
 #[cfg(test)]
