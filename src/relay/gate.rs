@@ -406,10 +406,7 @@ impl Gate {
                 return Verdict::Forward;
             }
             // From a restricted identity, what pgward cannot read does not pass.
-            let err = self.opaque_error(&policy, class, &what);
-            let draft = self.notes.draft(protocol, sql, None, &denied(&err));
-            self.notes.replace_all(draft);
-            return self.refuse(err);
+            return self.refuse_opaque(&policy, class, protocol, sql, &what);
         }
         let Some(Ok(statements)) = inspection.map(|i| i.as_ref()) else {
             return Verdict::Forward;
@@ -625,10 +622,7 @@ impl Gate {
                 ),
             },
         };
-        let err = self.opaque_error(&policy, class, &what);
-        let draft = self.notes.draft(protocol, text, None, &denied(&err));
-        self.notes.replace_all(draft);
-        Some(self.refuse(err))
+        Some(self.refuse_opaque(&policy, class, protocol, text, &what))
     }
 
     /// Remembers the text a statement name stands for (see `names`).
@@ -667,13 +661,8 @@ impl Gate {
             ),
             None => "Bind of a statement name that is not valid UTF-8".to_owned(),
         };
-        let err = self.opaque_error(&policy, class, &what);
         let text = execute_text(statement.unwrap_or("?"));
-        let draft = self
-            .notes
-            .draft(Protocol::Extended, &text, None, &denied(&err));
-        self.notes.replace_all(draft);
-        Some(self.refuse(err))
+        Some(self.refuse_opaque(&policy, class, Protocol::Extended, &text, &what))
     }
 
     fn opaque_error(&self, policy: &Policy, class: ClassId, what: &str) -> PgError {
@@ -687,6 +676,22 @@ impl Gate {
                 crate::policy::OPAQUE_RULE
             ),
         )
+    }
+
+    /// Refuses what pgward cannot judge (rule `pgward.opaque`): the record
+    /// of `text` says so, and replaces the message's other drafts.
+    fn refuse_opaque(
+        &mut self,
+        policy: &Policy,
+        class: ClassId,
+        protocol: Protocol,
+        text: &str,
+        what: &str,
+    ) -> Verdict {
+        let err = self.opaque_error(policy, class, what);
+        let draft = self.notes.draft(protocol, text, None, &denied(&err));
+        self.notes.replace_all(draft);
+        self.refuse(err)
     }
 
     fn refuse(&self, err: PgError) -> Verdict {
