@@ -245,33 +245,29 @@ fn route(
                 }
                 Handling::Relay | Handling::Refusal(_) => false,
             };
-            if tag == backend_tag::COMMAND_COMPLETE {
-                front.completes_seen += 1;
-                if !swallow {
-                    let index = front.client_completes as usize;
-                    if let Some(draft) = front.drafts.get_mut(index) {
-                        let text = crate::protocol::fields::Fields::new(body(frame))
+            // What completes a statement the client sent: its CommandComplete,
+            // or an Execute cut short by its row limit (it has run; a DML
+            // statement entirely, its rows are fetched later), or a
+            // FunctionCall's result.
+            let outcome = match tag {
+                backend_tag::COMMAND_COMPLETE => {
+                    front.completes_seen += 1;
+                    Some(
+                        crate::protocol::fields::Fields::new(body(frame))
                             .cstr()
-                            .unwrap_or("");
-                        draft.completed(text);
-                    }
-                    front.client_completes += 1;
+                            .unwrap_or(""),
+                    )
                 }
-            }
-            // An Execute cut short by its row limit has run (a DML statement
-            // entirely; its rows are fetched later), and a FunctionCall ends
-            // with its result: both are outcomes to record, like a
-            // CommandComplete.
-            let unfinished = match tag {
                 backend_tag::PORTAL_SUSPENDED => Some(PORTAL_SUSPENDED_OUTCOME),
                 backend_tag::FUNCTION_CALL_RESPONSE => Some(FUNCTION_CALL_OUTCOME),
                 _ => None,
             };
-            if let Some(outcome) = unfinished
+            if let Some(outcome) = outcome
                 && !swallow
-                && let Some(draft) = front.drafts.get_mut(front.client_completes as usize)
             {
-                draft.completed(outcome);
+                if let Some(draft) = front.drafts.get_mut(front.client_completes as usize) {
+                    draft.completed(outcome);
+                }
                 front.client_completes += 1;
             }
             if front.reach == Reach::Completion
