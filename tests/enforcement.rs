@@ -955,6 +955,16 @@ mod raw {
         frontend::sync(out);
     }
 
+    /// A FunctionCall message (the protocol's `F`, which postgres-protocol
+    /// cannot encode) of pg_catalog.now(): no formats, no arguments, text
+    /// result.
+    pub fn call_now(out: &mut BytesMut) {
+        out.extend_from_slice(b"F");
+        out.extend_from_slice(&14i32.to_be_bytes());
+        out.extend_from_slice(&1299u32.to_be_bytes());
+        out.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    }
+
     /// Parse/Bind/Describe/Execute of `sql` on the unnamed statement (no Sync).
     pub fn extended(sql: &str, out: &mut BytesMut) {
         parse("", sql, out);
@@ -1503,10 +1513,7 @@ async fn refusals_in_pipelined_batches_keep_the_session_in_sync() {
 
     // The FunctionCall message (no SQL to inspect) is refused, in sync.
     out.clear();
-    out.extend_from_slice(b"F");
-    out.extend_from_slice(&14i32.to_be_bytes());
-    out.extend_from_slice(&1299u32.to_be_bytes()); // pg_catalog.now()
-    out.extend_from_slice(&[0, 0, 0, 0, 0, 0]); // no formats, no arguments, text result
+    raw::call_now(&mut out);
     raw::query("SELECT 43", &mut out);
     raw.send(&out).await.unwrap();
     let events = raw.collect(2, None, false).await.unwrap();
@@ -2075,21 +2082,15 @@ async fn audit_records_follow_what_the_server_ran() {
     out.clear();
     let events = admin.collect(1, None, false).await.unwrap();
     assert_eq!(raw::errors(&events).len(), 1, "{events:?}");
-    raw::parse(
-        "",
+    raw::extended(
         "UPDATE public.scratch SET note = 'admin' WHERE false",
         &mut out,
     );
-    raw::bind("", "", &mut out);
-    raw::execute("", &mut out);
     raw::sync(&mut out);
     run(&mut admin, &mut out).await;
 
     // 4. A FunctionCall (pg_catalog.now()) from an unrestricted identity.
-    out.extend_from_slice(b"F");
-    out.extend_from_slice(&14i32.to_be_bytes());
-    out.extend_from_slice(&1299u32.to_be_bytes());
-    out.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    raw::call_now(&mut out);
     run(&mut admin, &mut out).await;
     assert_eq!(admin.function_results, 1);
 
